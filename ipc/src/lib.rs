@@ -1,0 +1,19 @@
+//! amp's data plane: shared-memory SPSC rings, eventfd signalling, segments, and the worker and
+//! client API.
+//!
+//! A segment (see [`amp_shm_layout`]) holds two rings: tasks (`ampd` → attached process) and
+//! completions (attached process → `ampd`). Each ring has exactly one producer and one consumer,
+//! in two different processes. The consumer spins briefly when it runs dry, then publishes a
+//! "sleeping" flag and blocks on an eventfd; the producer writes that eventfd only when the flag
+//! is set ([`signal`]).
+//!
+//! The peer process is **untrusted**: everything read from shared memory is bounds-checked before
+//! use and a violation surfaces as an error ([`ring::RingError::Corrupt`]), never as undefined
+//! behaviour or a panic.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod ring;
+pub mod segment;
+pub mod signal;
+pub(crate) mod sync;

@@ -1,0 +1,9 @@
+//! `ampd`, the amp supervisor, as a library: pure cores (config, lifecycle, router, delivery,
+//! adapt) driven by a thin shell (`sys` for syscalls, the event loop, the control socket).
+//!
+//! `unsafe` is confined to [`sys`], where a syscall needs it.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod lifecycle;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! Helpers shared by amp's end-to-end tests.

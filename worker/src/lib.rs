@@ -1,0 +1,2 @@
+//! Worker runtime helpers and the example workers used by amp's demo, tests and benchmarks.
+#![forbid(unsafe_code)]
