@@ -6,4 +6,5 @@
 
 pub mod config;
 pub mod lifecycle;
+pub mod spec;
 pub mod sys;
