@@ -359,6 +359,8 @@ impl core::fmt::Display for LayoutError {
     }
 }
 
+impl core::error::Error for LayoutError {}
+
 /// Checks a ring capacity and record limit.
 ///
 /// # Errors

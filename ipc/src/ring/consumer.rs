@@ -1,0 +1,259 @@
+//! The consumer side of a ring.
+
+use amp_shm_layout::{record_footprint, MAX_DATA_TAG, RECORD_HEADER_SIZE, TAG_PAD};
+
+use super::{Corruption, RingError, RingMem, DEFAULT_RELEASE_EVERY};
+use crate::sync::{fence, Ordering};
+
+/// The reading end of a ring. One per ring; not `Clone`.
+#[derive(Debug)]
+pub struct Consumer {
+    mem: RingMem,
+    /// Next index to read.
+    tail: u64,
+    /// Last value stored to the shared `tail`.
+    released: u64,
+    /// Last value of the shared `head` seen (validated).
+    cached_head: u64,
+    /// Records read since the last release.
+    unreleased: u32,
+    /// Release automatically after this many records.
+    release_every: u32,
+    /// Last sleep epoch published (odd; the flag holds 0 while awake).
+    epoch: u32,
+    /// Set once the producer wrote something invalid.
+    poisoned: Option<Corruption>,
+    /// Records read so far.
+    records: u64,
+}
+
+/// One record, read in place from the ring. Its bytes stay valid until the consumer releases
+/// them, which the borrow on the consumer guarantees cannot happen while the `Record` lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    tag: u16,
+    data: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// The record's data tag (1..=65535).
+    #[must_use]
+    pub fn tag(&self) -> u16 {
+        self.tag
+    }
+
+    /// The payload, in shared memory.
+    #[must_use]
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+impl Consumer {
+    /// Attaches a consumer to ring memory, picking up the indices found there.
+    pub(crate) fn new(mem: RingMem) -> Result<Self, RingError> {
+        let h = mem.header();
+        // Relaxed: attach-time snapshot, validated below; `refresh_head` re-reads with Acquire
+        // before any record is read.
+        let tail = h.tail.value.load(Ordering::Relaxed);
+        let head = h.head.value.load(Ordering::Relaxed);
+        if tail % 8 != 0 || head % 8 != 0 || tail > head || head - tail > mem.capacity {
+            return Err(RingError::Corrupt(Corruption::TailInvalid { tail, head }));
+        }
+        Ok(Self {
+            mem,
+            tail,
+            released: tail,
+            cached_head: tail,
+            unreleased: 0,
+            release_every: DEFAULT_RELEASE_EVERY,
+            epoch: 1,
+            poisoned: None,
+            records: 0,
+        })
+    }
+
+    /// Sets how many records [`read`](Self::read) hands out before it releases their space
+    /// (at least 1).
+    pub fn set_release_every(&mut self, n: u32) {
+        self.release_every = n.max(1);
+    }
+
+    /// Records read so far.
+    #[must_use]
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Ring capacity in bytes.
+    #[must_use]
+    pub fn capacity(&self) -> u64 {
+        self.mem.capacity
+    }
+
+    fn poison(&mut self, c: Corruption) -> RingError {
+        self.poisoned = Some(c);
+        RingError::Corrupt(c)
+    }
+
+    /// Reloads the producer's index and validates it.
+    fn refresh_head(&mut self) -> Result<(), RingError> {
+        // SYNC POINT: Acquire pairs with the producer's Release store of `head` in
+        // `Producer::publish_pending`: the bytes of every record before `now` are visible.
+        let now = self.mem.header().head.value.load(Ordering::Acquire);
+        if now < self.cached_head {
+            return Err(self.poison(Corruption::HeadBackwards { seen: self.cached_head, now }));
+        }
+        if now % 8 != 0 {
+            return Err(self.poison(Corruption::HeadUnaligned { head: now }));
+        }
+        if now - self.released > self.mem.capacity {
+            let (tail, capacity) = (self.released, self.mem.capacity);
+            return Err(self.poison(Corruption::HeadOverrun { head: now, tail, capacity }));
+        }
+        self.cached_head = now;
+        Ok(())
+    }
+
+    /// Whether a record (or padding) is published and unread. Reloads `head` only when the cached
+    /// view is empty.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the producer wrote an invalid index.
+    pub fn has_data(&mut self) -> Result<bool, RingError> {
+        if let Some(c) = self.poisoned {
+            return Err(RingError::Corrupt(c));
+        }
+        if self.tail == self.cached_head {
+            self.refresh_head()?;
+        }
+        Ok(self.tail != self.cached_head)
+    }
+
+    /// Reads the next record in place, or `Ok(None)` when the ring is empty.
+    ///
+    /// Every `release_every` records, the space of the records read before is released to the
+    /// producer (records handed out earlier can no longer be borrowed by then).
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] when the producer wrote an invalid index or record header; the
+    /// consumer is poisoned and returns the same error from then on.
+    pub fn read(&mut self) -> Result<Option<Record<'_>>, RingError> {
+        if let Some(c) = self.poisoned {
+            return Err(RingError::Corrupt(c));
+        }
+        if self.unreleased >= self.release_every {
+            self.release();
+        }
+        loop {
+            if self.tail == self.cached_head {
+                self.refresh_head()?;
+                if self.tail == self.cached_head {
+                    return Ok(None);
+                }
+            }
+            let at = self.tail;
+            let off = at & self.mem.mask();
+            let available = self.cached_head - at;
+            // `at` and `cached_head` are 8-aligned and differ, so at least 8 bytes are published
+            // and `off + 8 <= capacity` (capacity is a multiple of 8).
+            let hdr = self.mem.read_record_header(off);
+            let to_end = self.mem.capacity - off;
+            if hdr.tag == TAG_PAD {
+                let expected = (to_end - RECORD_HEADER_SIZE as u64) as u32;
+                if hdr.len != expected {
+                    return Err(self.poison(Corruption::BadPadding { at, len: hdr.len, expected }));
+                }
+                if to_end > available {
+                    let c = Corruption::RecordPastHead { at, footprint: to_end, available };
+                    return Err(self.poison(c));
+                }
+                self.tail += to_end;
+                continue;
+            }
+            if hdr.tag == 0 || hdr.tag > MAX_DATA_TAG {
+                return Err(self.poison(Corruption::BadTag { at, tag: hdr.tag }));
+            }
+            let max = self.mem.max_record;
+            if hdr.len > max {
+                return Err(self.poison(Corruption::RecordTooLong { at, len: hdr.len, max }));
+            }
+            let footprint = record_footprint(hdr.len);
+            if footprint > available {
+                return Err(self.poison(Corruption::RecordPastHead { at, footprint, available }));
+            }
+            if footprint > to_end {
+                return Err(self.poison(Corruption::RecordStraddles { at, footprint }));
+            }
+            self.tail += footprint;
+            self.unreleased += 1;
+            self.records += 1;
+            // SAFETY: `off + 8 + len <= off + footprint <= capacity`, checked just above, so the
+            // payload lies inside the data region. The range is published (before `cached_head`)
+            // and not yet released, so the producer does not write it; the returned borrow of
+            // `self` ends before `release` can hand the space back.
+            let data = unsafe {
+                std::slice::from_raw_parts(
+                    self.mem.data.as_ptr().add(off as usize + RECORD_HEADER_SIZE),
+                    hdr.len as usize,
+                )
+            };
+            // The tag was checked to be in 1..=MAX_DATA_TAG (= u16::MAX).
+            let tag = u16::try_from(hdr.tag).unwrap_or(u16::MAX);
+            return Ok(Some(Record { tag, data }));
+        }
+    }
+
+    /// Hands the space of every record read so far back to the producer (one Release store).
+    pub fn release(&mut self) {
+        if self.tail == self.released {
+            return;
+        }
+        // SYNC POINT: Release pairs with the producer's Acquire load of `tail` in
+        // `Producer::refresh_tail`: our reads of the released records happen before the producer
+        // reuses their space.
+        self.mem.header().tail.value.store(self.tail, Ordering::Release);
+        self.released = self.tail;
+        self.unreleased = 0;
+    }
+
+    /// First half of going to sleep: releases what was read, publishes the sleeping flag, and
+    /// re-checks the ring.
+    ///
+    /// Returns `Ok(true)` if data arrived meanwhile: the flag is cleared again and the caller must
+    /// not block. Returns `Ok(false)` when the caller may block on its eventfd; after waking (or
+    /// timing out) it must call [`finish_sleep`](Self::finish_sleep).
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the producer wrote an invalid index (the flag is cleared).
+    pub fn prepare_sleep(&mut self) -> Result<bool, RingError> {
+        self.release();
+        if self.tail != self.cached_head {
+            return Ok(true);
+        }
+        // Odd and nonzero, so it can never read as "awake"; a new value per sleep so the producer
+        // wakes each sleep at most once.
+        self.epoch = self.epoch.wrapping_add(2) | 1;
+        let flag = &self.mem.header().sleeping.value;
+        // Relaxed: ordered by the fence below.
+        flag.store(self.epoch, Ordering::Relaxed);
+        // SYNC POINT: SeqCst fence pairs with the producer's SeqCst fence in
+        // `Producer::publish_pending` (Dekker): either the producer sees our flag and wakes us, or
+        // the re-check below sees its head.
+        fence(Ordering::SeqCst);
+        match self.has_data() {
+            Ok(false) => Ok(false),
+            other => {
+                self.finish_sleep();
+                other.map(|_| true)
+            }
+        }
+    }
+
+    /// Second half of sleeping: clears the sleeping flag. Only the consumer clears it.
+    pub fn finish_sleep(&mut self) {
+        // Relaxed: clearing only suppresses wakeups the producer would send; the next
+        // `prepare_sleep` republishes the flag behind a SeqCst fence.
+        self.mem.header().sleeping.value.store(0, Ordering::Relaxed);
+    }
+}

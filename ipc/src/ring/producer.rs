@@ -1,0 +1,274 @@
+//! The producer side of a ring.
+
+use std::ops::{Deref, DerefMut};
+
+use amp_shm_layout::{record_footprint, RecordHeader, RECORD_HEADER_SIZE, TAG_PAD};
+
+use super::{Corruption, RingError, RingMem};
+use crate::sync::{fence, Ordering};
+
+/// Counters a producer keeps (process-local; the owner may publish them in the control block).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Records committed.
+    pub records: u64,
+    /// Stores of `head` (batches published).
+    pub publishes: u64,
+    /// Times [`Producer::publish`] told the caller to wake the consumer.
+    pub wakeups: u64,
+}
+
+/// The writing end of a ring. One per ring; not `Clone`.
+#[derive(Debug)]
+pub struct Producer {
+    mem: RingMem,
+    /// Next index to write (committed records included, published or not).
+    head: u64,
+    /// Last value stored to the shared `head`.
+    published: u64,
+    /// Last value of the shared `tail` seen (validated).
+    cached_tail: u64,
+    /// Sleep epoch of the consumer this producer last asked to wake.
+    last_woken: u32,
+    /// Set once the consumer wrote an impossible `tail`.
+    poisoned: Option<Corruption>,
+    /// A publish done inside `reserve` found the consumer asleep: the next `publish` returns
+    /// `true` even if it has nothing new to publish.
+    wake_owed: bool,
+    stats: ProducerStats,
+}
+
+/// Space reserved for one record: write the payload through `DerefMut`, then
+/// [`commit`](Self::commit). Dropping it without committing abandons the record.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    producer: &'a mut Producer,
+    /// Region offset of the record header.
+    off: u64,
+    len: u32,
+    tag: u16,
+}
+
+impl Producer {
+    /// Attaches a producer to ring memory, picking up the indices found there.
+    pub(crate) fn new(mem: RingMem) -> Result<Self, RingError> {
+        let h = mem.header();
+        // Relaxed: at attach time nothing is being published yet; the values are validated below
+        // and only used as starting points.
+        let head = h.head.value.load(Ordering::Relaxed);
+        let tail = h.tail.value.load(Ordering::Relaxed);
+        if head % 8 != 0 || tail > head || tail % 8 != 0 || head - tail > mem.capacity {
+            return Err(RingError::Corrupt(Corruption::TailInvalid { tail, head }));
+        }
+        Ok(Self {
+            mem,
+            head,
+            published: head,
+            cached_tail: tail,
+            last_woken: 0,
+            poisoned: None,
+            wake_owed: false,
+            stats: ProducerStats::default(),
+        })
+    }
+
+    /// Ring capacity in bytes.
+    #[must_use]
+    pub fn capacity(&self) -> u64 {
+        self.mem.capacity
+    }
+
+    /// Largest payload a record may carry.
+    #[must_use]
+    pub fn max_record(&self) -> u32 {
+        self.mem.max_record
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> ProducerStats {
+        self.stats
+    }
+
+    /// Records committed but not yet published.
+    #[must_use]
+    pub fn unpublished_bytes(&self) -> u64 {
+        self.head - self.published
+    }
+
+    /// Free bytes according to the cached consumer index (may underestimate).
+    #[must_use]
+    pub fn free_cached(&self) -> u64 {
+        self.mem.capacity - (self.head - self.cached_tail)
+    }
+
+    /// Reloads the consumer's index.
+    fn refresh_tail(&mut self) -> Result<(), RingError> {
+        // SYNC POINT: Acquire pairs with the consumer's Release store of `tail` in
+        // `Consumer::release`: once we see the new tail, the consumer has finished reading the
+        // bytes before it, so we may overwrite them.
+        let now = self.mem.header().tail.value.load(Ordering::Acquire);
+        if now < self.cached_tail {
+            return Err(self.poison(Corruption::TailBackwards { seen: self.cached_tail, now }));
+        }
+        if now > self.published || now % 8 != 0 {
+            return Err(self.poison(Corruption::TailInvalid { tail: now, head: self.published }));
+        }
+        self.cached_tail = now;
+        Ok(())
+    }
+
+    fn poison(&mut self, c: Corruption) -> RingError {
+        self.poisoned = Some(c);
+        RingError::Corrupt(c)
+    }
+
+    /// Reserves space for a record of `len` payload bytes with data tag `tag` (1..=65535).
+    ///
+    /// Write the payload through the returned [`Reservation`] and commit it. The record is
+    /// visible to the consumer after the next [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// [`RingError::TooLarge`] if `len` exceeds `max_record`; [`RingError::InvalidTag`] for tag 0;
+    /// [`RingError::Full`] when there is no room now (pending commits are published first, so the
+    /// consumer can free space); [`RingError::Corrupt`] if the consumer wrote an invalid index.
+    pub fn reserve(&mut self, len: usize, tag: u16) -> Result<Reservation<'_>, RingError> {
+        if let Some(c) = self.poisoned {
+            return Err(RingError::Corrupt(c));
+        }
+        if tag == 0 {
+            return Err(RingError::InvalidTag);
+        }
+        let max = self.mem.max_record;
+        let len32 = match u32::try_from(len) {
+            Ok(l) if l <= max => l,
+            _ => return Err(RingError::TooLarge { len, max }),
+        };
+        let footprint = record_footprint(len32);
+        let off = self.head & self.mem.mask();
+        let to_end = self.mem.capacity - off;
+        let needed = if footprint <= to_end { footprint } else { to_end + footprint };
+        if self.free_cached() < needed {
+            self.refresh_tail()?;
+            if self.free_cached() < needed {
+                let free = self.free_cached();
+                // Make everything committed so far visible, so the consumer can drain it; a
+                // needed wakeup is owed to the caller's next `publish`.
+                self.publish_pending();
+                return Err(RingError::Full { needed, free });
+            }
+        }
+        let off = if footprint > to_end {
+            // Fill the rest of the region with a padding record; the record starts at offset 0.
+            let pad_len = (to_end - RECORD_HEADER_SIZE as u64) as u32;
+            self.mem.write_record_header(off, RecordHeader { len: pad_len, tag: TAG_PAD });
+            self.head += to_end;
+            0
+        } else {
+            off
+        };
+        Ok(Reservation { producer: self, off, len: len32, tag })
+    }
+
+    /// Copies `bytes` into a new record with data tag `tag` and commits it (not yet published).
+    ///
+    /// # Errors
+    /// As [`reserve`](Self::reserve); on error nothing was written and `bytes` can be retried.
+    pub fn push(&mut self, tag: u16, bytes: &[u8]) -> Result<(), RingError> {
+        let mut r = self.reserve(bytes.len(), tag)?;
+        r.copy_from_slice(bytes);
+        r.commit();
+        Ok(())
+    }
+
+    /// Publishes every committed record with one Release store of `head`.
+    ///
+    /// Returns `true` when the consumer is asleep and must be woken (write its eventfd); the
+    /// producer counts it in [`ProducerStats::wakeups`]. Returns `false` when the consumer is awake
+    /// (or was already woken for its current sleep). After [`RingError::Full`], call `publish`
+    /// before waiting for space: `reserve` published what was pending and the wakeup it may need
+    /// is returned here.
+    #[must_use = "when true, the consumer sleeps and must be woken through its eventfd"]
+    pub fn publish(&mut self) -> bool {
+        self.publish_pending();
+        std::mem::take(&mut self.wake_owed)
+    }
+
+    /// Stores `head` if anything is pending and records in `wake_owed` whether the consumer must
+    /// be woken.
+    fn publish_pending(&mut self) {
+        if self.head == self.published {
+            return;
+        }
+        // SYNC POINT: Release pairs with the consumer's Acquire load of `head` in
+        // `Consumer::refresh_head`: the record bytes written before this store are visible to a
+        // consumer that sees the new head.
+        self.mem.header().head.value.store(self.head, Ordering::Release);
+        self.published = self.head;
+        self.stats.publishes += 1;
+        // SYNC POINT: SeqCst fence pairs with the consumer's SeqCst fence in
+        // `Consumer::prepare_sleep` (Dekker): either the consumer's re-check sees our head, or we
+        // see its sleeping flag below.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above (see the handshake in the module docs).
+        let epoch = self.mem.header().sleeping.value.load(Ordering::Relaxed);
+        if epoch != 0 && epoch != self.last_woken {
+            self.last_woken = epoch;
+            self.stats.wakeups += 1;
+            self.wake_owed = true;
+        }
+    }
+}
+
+impl Reservation<'_> {
+    /// Commits the record with its full reserved length.
+    pub fn commit(self) {
+        let len = self.len;
+        self.commit_len(len as usize);
+    }
+
+    /// Commits the record with only the first `len` bytes (e.g. after encoding into a
+    /// worst-case-sized reservation). `len` is clamped to the reserved length.
+    pub fn commit_len(self, len: usize) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX).min(self.len);
+        let p = self.producer;
+        p.mem.write_record_header(self.off, RecordHeader { len, tag: u32::from(self.tag) });
+        p.head += record_footprint(len);
+        p.stats.records += 1;
+    }
+
+    /// The data tag of this record.
+    #[must_use]
+    pub fn tag(&self) -> u16 {
+        self.tag
+    }
+}
+
+impl Deref for Reservation<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let mem = &self.producer.mem;
+        // SAFETY: `reserve` checked that header + `len` bytes at `off` lie inside the region
+        // (no straddling) and within the free space, which only this producer writes and the
+        // consumer does not read until it is published.
+        unsafe {
+            std::slice::from_raw_parts(
+                mem.data.as_ptr().add((self.off as usize) + RECORD_HEADER_SIZE),
+                self.len as usize,
+            )
+        }
+    }
+}
+
+impl DerefMut for Reservation<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let mem = &self.producer.mem;
+        // SAFETY: as in `deref`; `&mut self` makes this the only live view of the range.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                mem.data.as_ptr().add((self.off as usize) + RECORD_HEADER_SIZE),
+                self.len as usize,
+            )
+        }
+    }
+}
