@@ -13,7 +13,19 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod codec;
+#[cfg(not(loom))]
+pub mod link;
+pub mod proto;
 pub mod ring;
 pub mod segment;
 pub mod signal;
 pub(crate) mod sync;
+pub mod wire;
+#[cfg(not(loom))]
+pub mod worker;
+
+pub use codec::{Bincode, Codec, CodecError};
+pub use wire::Outcome;
+#[cfg(not(loom))]
+pub use worker::{Task, TaskRef, Worker, WorkerError};

@@ -282,6 +282,15 @@ impl Receiver {
         self.bell.drain().map(|_| ())
     }
 
+    /// A second handle on this receiver's doorbell (another thread can ring it to wake a
+    /// blocked [`wait`](Self::wait)).
+    ///
+    /// # Errors
+    /// `dup(2)` errors.
+    pub fn bell_clone(&self) -> io::Result<Doorbell> {
+        Doorbell::from_owned(self.bell.try_clone_fd()?)
+    }
+
     /// The doorbell fd to register with an event loop (readable when rung).
     #[must_use]
     pub fn fd(&self) -> BorrowedFd<'_> {

@@ -96,6 +96,9 @@ pub enum RingError {
     /// Tag 0 is reserved (it is what zeroed memory reads as); data tags are `1..=65535`.
     #[error("record tag 0 is reserved; use a tag in 1..=65535")]
     InvalidTag,
+    /// The ring's capacity or record limit is invalid (a segment that failed validation).
+    #[error("invalid ring geometry: {0}")]
+    Layout(LayoutError),
     /// The peer wrote something the protocol does not allow. The endpoint is poisoned.
     #[error("ring corrupt: {0}")]
     Corrupt(Corruption),

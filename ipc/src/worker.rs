@@ -1,0 +1,497 @@
+//! The worker runtime: what a worker process is written against.
+//!
+//! ```no_run
+//! use amp_ipc::{Outcome, Worker};
+//! let mut w = Worker::from_env()?;      // handshake with ampd, map the segment
+//! w.ready()?;                           // dependents may start now
+//! w.run(|task| Outcome::Ok(task.payload.to_vec()))?; // until ampd says Shutdown
+//! # Ok::<(), amp_ipc::WorkerError>(())
+//! ```
+//!
+//! The runtime is blocking and needs no async runtime. A background thread writes the heartbeat
+//! into the control block every `heartbeat_interval` and listens on the control channel for
+//! Shutdown (the current task finishes, then [`Worker::next_task`] returns `None`), Drain and
+//! Adjust (new [`WorkerParams`], readable with [`Worker::params`]).
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use amp_shm_layout::PeerState;
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{Bincode, Codec, CodecError};
+use crate::link::PeerEnd;
+use crate::proto::{self, FromWorker, ToWorker, WorkerParams, PROTOCOL_VERSION};
+use crate::ring::RingError;
+use crate::segment::{Segment, SegmentError};
+use crate::signal::{Doorbell, WaitError};
+use crate::wire::{CompletionHeader, Outcome, TaskHeader, COMPLETION_HEADER_SIZE, TAG_COMPLETION, TAG_TASK};
+
+/// How long a worker waits for ampd's answer to its Hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What can go wrong in a worker's runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The process was not started by ampd (or the environment is incomplete).
+    #[error("{var} is not set or invalid: this program must be started by ampd (worker with ipc = true)")]
+    NotSupervised {
+        /// The variable missing.
+        var: &'static str,
+    },
+    /// The control channel failed.
+    #[error("control channel to ampd failed: {0}")]
+    Channel(String),
+    /// ampd refused the handshake.
+    #[error("ampd refused this worker: {0}")]
+    Rejected(String),
+    /// ampd did not answer the Hello in time.
+    #[error("ampd did not answer the handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// Mapping the segment failed.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// A ring failed (corrupt, or a result larger than the ring's max_record).
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// Waiting for tasks failed.
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    /// A doorbell write failed.
+    #[error("doorbell: {0}")]
+    Io(#[from] std::io::Error),
+    /// A task record from ampd was malformed.
+    #[error("malformed task record: {0}")]
+    Wire(#[from] crate::wire::WireError),
+    /// A payload could not be encoded/decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// A task, owned (returned by [`Worker::next_task`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Task id.
+    pub id: u64,
+    /// Attempt number (1 for the first).
+    pub attempt: u32,
+    /// Kind id; see [`Worker::kind_name`].
+    pub kind: u32,
+    /// Priority class index.
+    pub class: u32,
+    /// Deadline (`CLOCK_MONOTONIC` ns; 0 = none).
+    pub deadline_ns: u64,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+impl Task {
+    /// Decodes the payload as a typed value (bincode).
+    ///
+    /// # Errors
+    /// [`CodecError::Decode`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
+        Bincode::decode(&self.payload)
+    }
+}
+
+/// A task borrowed in place from the ring (handed to [`Worker::run`]'s handler).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskRef<'a> {
+    /// Task id.
+    pub id: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Kind id.
+    pub kind: u32,
+    /// Priority class index.
+    pub class: u32,
+    /// Deadline (`CLOCK_MONOTONIC` ns; 0 = none).
+    pub deadline_ns: u64,
+    /// The payload, in shared memory.
+    pub payload: &'a [u8],
+}
+
+impl TaskRef<'_> {
+    /// Decodes the payload as a typed value (bincode).
+    ///
+    /// # Errors
+    /// [`CodecError::Decode`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
+        Bincode::decode(self.payload)
+    }
+}
+
+/// Encodes a typed result as an `Ok` outcome (bincode).
+///
+/// # Errors
+/// [`CodecError::Encode`].
+pub fn ok_typed<T: Serialize>(value: &T) -> Result<Outcome, CodecError> {
+    Ok(Outcome::Ok(Bincode::encode(value)?))
+}
+
+/// State shared with the heartbeat/control thread.
+#[derive(Debug)]
+struct Shared {
+    shutdown: AtomicBool,
+    draining: AtomicBool,
+    params: Mutex<WorkerParams>,
+    params_version: AtomicU64,
+    stop_thread: AtomicBool,
+}
+
+/// A connected worker. See the [module docs](self).
+#[derive(Debug)]
+pub struct Worker {
+    name: String,
+    seg: Arc<Segment>,
+    end: PeerEnd,
+    to_ampd: IpcSender<FromWorker>,
+    shared: Arc<Shared>,
+    kinds: Vec<(u32, String)>,
+    thread: Option<JoinHandle<()>>,
+    /// Completions committed but not yet published.
+    unflushed: u32,
+    publish_every: u32,
+    wait_timeout: Duration,
+}
+
+fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    u64::try_from(ts.tv_sec()).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(u64::try_from(ts.tv_nsec()).unwrap_or(0))
+}
+
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+fn env(var: &'static str) -> Result<String, WorkerError> {
+    std::env::var(var).map_err(|_| WorkerError::NotSupervised { var })
+}
+
+impl Worker {
+    /// Connects to the ampd that started this process: reads [`proto::ENV_CONTROL`],
+    /// [`proto::ENV_DOORBELLS`] and [`proto::ENV_WORKER`], does the handshake and maps the
+    /// segment. Call it once per process.
+    ///
+    /// # Errors
+    /// [`WorkerError::NotSupervised`] when not started by ampd; handshake and mapping errors.
+    pub fn from_env() -> Result<Self, WorkerError> {
+        Self::from_env_with_protocol(PROTOCOL_VERSION)
+    }
+
+    /// As [`from_env`](Self::from_env) but announcing another protocol version (for testing how
+    /// a version mismatch is refused).
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    #[doc(hidden)]
+    pub fn from_env_with_protocol(protocol: u32) -> Result<Self, WorkerError> {
+        let control = env(proto::ENV_CONTROL)?;
+        let name = env(proto::ENV_WORKER)?;
+        let bells = env(proto::ENV_DOORBELLS)?;
+        let mut fds = bells.split(',').map(str::parse::<i32>);
+        let (Some(Ok(t)), Some(Ok(c)), None) = (fds.next(), fds.next(), fds.next()) else {
+            return Err(WorkerError::NotSupervised { var: proto::ENV_DOORBELLS });
+        };
+        if t < 3 || c < 3 || t == c || TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(WorkerError::NotSupervised { var: proto::ENV_DOORBELLS });
+        }
+        // SAFETY: ampd passes two eventfds at these numbers (dup2'd before exec, without
+        // CLOEXEC) and nothing else in this process owns them; `TAKEN` makes sure they are taken
+        // over only once.
+        let (tfd, cfd) = unsafe { (OwnedFd::from_raw_fd(t), OwnedFd::from_raw_fd(c)) };
+        Self::connect(&control, &name, tfd, cfd, protocol)
+    }
+
+    /// Connects with explicit parameters (what [`from_env`](Self::from_env) does).
+    ///
+    /// # Errors
+    /// Handshake and mapping errors.
+    pub fn connect(
+        control: &str,
+        name: &str,
+        tasks_bell: OwnedFd,
+        completions_bell: OwnedFd,
+        protocol: u32,
+    ) -> Result<Self, WorkerError> {
+        let chan = |e: &dyn std::fmt::Display| WorkerError::Channel(e.to_string());
+        let to_ampd = IpcSender::<FromWorker>::connect(control.to_owned()).map_err(|e| chan(&e))?;
+        let (reply, from_ampd): (IpcSender<ToWorker>, IpcReceiver<ToWorker>) = ipc::channel().map_err(|e| chan(&e))?;
+        let pid = std::process::id();
+        to_ampd
+            .send(FromWorker::Hello { protocol, pid, name: name.to_owned(), reply })
+            .map_err(|e| chan(&e))?;
+        let answer = match from_ampd.try_recv_timeout(HANDSHAKE_TIMEOUT) {
+            Ok(m) => m,
+            Err(ipc_channel::TryRecvError::Empty) => return Err(WorkerError::HandshakeTimeout(HANDSHAKE_TIMEOUT)),
+            Err(e) => {
+                return Err(WorkerError::Channel(format!(
+                    "{e} (if ampd is a different amp release, rebuild both; this worker speaks protocol {protocol})"
+                )))
+            }
+        };
+        let (segment, generation, params, kinds) = match answer {
+            ToWorker::Welcome { segment, generation, params, kinds } => (segment, generation, params, kinds),
+            ToWorker::Reject { reason } => return Err(WorkerError::Rejected(reason)),
+            other => return Err(WorkerError::Channel(format!("expected Welcome, got {other:?}"))),
+        };
+        let seg = Arc::new(Segment::open(&segment)?);
+        if seg.generation() != generation {
+            return Err(WorkerError::Rejected(format!(
+                "segment {segment} has generation {}, ampd announced {generation}",
+                seg.generation()
+            )));
+        }
+        let end = PeerEnd::new(&seg, Doorbell::from_owned(tasks_bell)?, Doorbell::from_owned(completions_bell)?)?;
+        let ctl = seg.control();
+        // Relaxed: informational fields; ampd reads them as untrusted snapshots.
+        ctl.pid.store(pid, Ordering::Relaxed);
+        ctl.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+        ctl.state.store(PeerState::Attached as u32, Ordering::Release);
+        to_ampd.send(FromWorker::Attached).map_err(|e| chan(&e))?;
+        let wait_timeout = Duration::from_millis(params.heartbeat_interval_ms.max(1));
+        let publish_every = params.publish_every.max(1);
+        let shared = Arc::new(Shared {
+            shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            params: Mutex::new(params),
+            params_version: AtomicU64::new(0),
+            stop_thread: AtomicBool::new(false),
+        });
+        let wake = end.tasks.bell_clone()?;
+        let thread = spawn_control_thread(Arc::clone(&shared), Arc::clone(&seg), from_ampd, to_ampd.clone(), wake, wait_timeout)?;
+        Ok(Self {
+            name: name.to_owned(),
+            seg,
+            end,
+            to_ampd,
+            shared,
+            kinds,
+            thread: Some(thread),
+            unflushed: 0,
+            publish_every,
+            wait_timeout,
+        })
+    }
+
+    /// This worker's name (`group` or `group#replica`).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of a kind id, as configured.
+    #[must_use]
+    pub fn kind_name(&self, id: u32) -> Option<&str> {
+        self.kinds.iter().find(|(k, _)| *k == id).map(|(_, n)| n.as_str())
+    }
+
+    /// The current parameters (updated by ampd's Adjust messages).
+    #[must_use]
+    pub fn params(&self) -> WorkerParams {
+        self.shared.params.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How many Adjust messages have been applied (to notice a change cheaply).
+    #[must_use]
+    pub fn params_version(&self) -> u64 {
+        self.shared.params_version.load(Ordering::Acquire)
+    }
+
+    /// Whether ampd asked this worker to shut down.
+    #[must_use]
+    pub fn shutdown_requested(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Tells ampd this worker is ready for tasks (dependents waiting for `ready` may start).
+    ///
+    /// # Errors
+    /// [`WorkerError::Channel`].
+    pub fn ready(&mut self) -> Result<(), WorkerError> {
+        // Release: pairs with ampd's Acquire load of the state word.
+        self.seg.control().state.store(PeerState::Ready as u32, Ordering::Release);
+        self.to_ampd.send(FromWorker::Ready).map_err(|e| WorkerError::Channel(e.to_string()))
+    }
+
+    /// Publishes pending completions and wakes ampd if it sleeps.
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        self.unflushed = 0;
+        Ok(self.end.completions.flush()?)
+    }
+
+    /// Waits for the next task (copying its payload out of the ring). Returns `None` once ampd
+    /// asked for shutdown.
+    ///
+    /// # Errors
+    /// Ring corruption, a malformed task record, or a failed wait.
+    pub fn next_task(&mut self) -> Result<Option<Task>, WorkerError> {
+        loop {
+            if self.shutdown_requested() {
+                self.flush()?;
+                return Ok(None);
+            }
+            if let Some(rec) = self.end.tasks.read()? {
+                if rec.tag() != TAG_TASK {
+                    continue;
+                }
+                let (h, payload) = TaskHeader::read(rec.data())?;
+                return Ok(Some(Task {
+                    id: h.id,
+                    attempt: h.attempt,
+                    kind: h.kind,
+                    class: h.class,
+                    deadline_ns: h.deadline_ns,
+                    payload: payload.to_vec(),
+                }));
+            }
+            self.flush()?;
+            self.end.tasks.wait(Some(self.wait_timeout))?;
+        }
+    }
+
+    /// Reports the outcome of `task` to ampd.
+    ///
+    /// # Errors
+    /// [`RingError::TooLarge`] (inside [`WorkerError::Ring`]) when the result does not fit the
+    /// completions ring's `max_record`; other ring errors.
+    pub fn complete(&mut self, task: &Task, outcome: &Outcome) -> Result<(), WorkerError> {
+        self.complete_raw(task.id, task.attempt, outcome, 0, f64::NAN)
+    }
+
+    /// Reports an outcome with its handler time and a quality score (NaN = none).
+    ///
+    /// # Errors
+    /// As [`complete`](Self::complete).
+    pub fn complete_raw(&mut self, id: u64, attempt: u32, outcome: &Outcome, busy_ns: u64, score: f64) -> Result<(), WorkerError> {
+        let h = CompletionHeader { id, attempt, status: outcome.status(), busy_ns, score };
+        let len = COMPLETION_HEADER_SIZE + outcome.body_len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let shared = Arc::clone(&self.shared);
+        loop {
+            match self.end.completions.reserve(len, TAG_COMPLETION) {
+                Ok(mut r) => {
+                    h.write(&mut r);
+                    outcome.write_body(&mut r[COMPLETION_HEADER_SIZE..]);
+                    r.commit();
+                    break;
+                }
+                Err(RingError::Full { .. }) if Instant::now() < deadline && !shared.shutdown.load(Ordering::Acquire) => {
+                    self.end.completions.flush()?;
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let ctl = self.seg.control();
+        // Relaxed: statistics.
+        match outcome {
+            Outcome::Ok(_) | Outcome::Loopback { .. } => ctl.tasks_ok.fetch_add(1, Ordering::Relaxed),
+            Outcome::Err { .. } => ctl.tasks_failed.fetch_add(1, Ordering::Relaxed),
+        };
+        ctl.busy_ns.fetch_add(busy_ns, Ordering::Relaxed);
+        self.unflushed += 1;
+        if self.unflushed >= self.publish_every || busy_ns >= 10_000 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Runs `handler` on every task, in place (zero-copy payloads), until ampd asks for shutdown.
+    /// Completions are published in batches while tasks keep coming and at once when the ring
+    /// runs dry.
+    ///
+    /// # Errors
+    /// Ring, wire or wait errors; the handler's own failures are outcomes, not errors.
+    pub fn run<F>(mut self, mut handler: F) -> Result<(), WorkerError>
+    where
+        F: FnMut(&TaskRef<'_>) -> Outcome,
+    {
+        loop {
+            if self.shutdown_requested() {
+                self.flush()?;
+                return Ok(());
+            }
+            let done = {
+                let Some(rec) = self.end.tasks.read()? else {
+                    self.flush()?;
+                    self.end.tasks.wait(Some(self.wait_timeout))?;
+                    continue;
+                };
+                if rec.tag() != TAG_TASK {
+                    continue;
+                }
+                let (h, payload) = TaskHeader::read(rec.data())?;
+                let t = TaskRef { id: h.id, attempt: h.attempt, kind: h.kind, class: h.class, deadline_ns: h.deadline_ns, payload };
+                let start = Instant::now();
+                let outcome = handler(&t);
+                let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                (h.id, h.attempt, outcome, busy)
+            };
+            let (id, attempt, outcome, busy) = done;
+            self.complete_raw(id, attempt, &outcome, busy, f64::NAN)?;
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.end.completions.flush();
+        // Release: pairs with ampd's Acquire load of the state word.
+        self.seg.control().state.store(PeerState::Exiting as u32, Ordering::Release);
+        let _ = self.to_ampd.send(FromWorker::Goodbye { reason: "worker exiting".into() });
+        self.shared.stop_thread.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The heartbeat and control-channel thread.
+fn spawn_control_thread(
+    shared: Arc<Shared>,
+    seg: Arc<Segment>,
+    rx: IpcReceiver<ToWorker>,
+    tx: IpcSender<FromWorker>,
+    wake: Doorbell,
+    interval: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("amp-heartbeat".into())
+        .spawn(move || {
+            let mut interval = interval;
+            // Acquire: pairs with the Release store in `Worker::drop`.
+            while !shared.stop_thread.load(Ordering::Acquire) {
+                // Relaxed: a heartbeat orders nothing; ampd compares it with its own clock.
+                seg.control().heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+                match rx.try_recv_timeout(interval) {
+                    Ok(ToWorker::Shutdown) => {
+                        shared.shutdown.store(true, Ordering::Release);
+                        let _ = wake.ring();
+                    }
+                    Ok(ToWorker::Drain) => {
+                        shared.draining.store(true, Ordering::Release);
+                        seg.control().state.store(PeerState::Draining as u32, Ordering::Release);
+                        let _ = tx.send(FromWorker::Draining);
+                    }
+                    Ok(ToWorker::Adjust { params }) => {
+                        interval = Duration::from_millis(params.heartbeat_interval_ms.max(1));
+                        *shared.params.lock().unwrap_or_else(PoisonError::into_inner) = params;
+                        shared.params_version.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Ok(ToWorker::Welcome { .. } | ToWorker::Reject { .. }) => {}
+                    Err(ipc_channel::TryRecvError::Empty) => {}
+                    Err(_) => {
+                        // ampd is gone: stop (PR_SET_PDEATHSIG normally kills us first).
+                        shared.shutdown.store(true, Ordering::Release);
+                        let _ = wake.ring();
+                        return;
+                    }
+                }
+            }
+        })
+}
