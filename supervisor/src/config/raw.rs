@@ -1,0 +1,167 @@
+//! The file's serde schema: every table refuses unknown keys, and the values validation needs
+//! to point at are kept [`Spanned`].
+
+use super::model::{LogFormat, OnTimeout, RouterPolicy};
+use super::units::{Dur, SignalName, Size};
+use crate::spec::{
+    DependencyCondition, Escalation, ReadinessProbe, RestartPolicy, Rlimits, StartupFailure,
+};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use toml::Spanned;
+
+/// A spanned map keyed by spanned names (a `[workers]` or `[kinds]` table).
+pub(super) type Named<T> = BTreeMap<Spanned<String>, Spanned<T>>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub supervisor: Option<Spanned<RawSupervisor>>,
+    pub workers: Option<Spanned<Named<RawWorker>>>,
+    pub kinds: Option<Named<RawKind>>,
+    pub class: Option<Spanned<Vec<Spanned<RawClass>>>>,
+}
+
+/// `[supervisor]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSupervisor {
+    pub control_socket: Option<Spanned<String>>,
+    pub shm_prefix: Option<Spanned<String>>,
+    pub log_format: Option<LogFormat>,
+    pub on_startup_failure: Option<StartupFailure>,
+    pub ready_timeout: Option<Spanned<Dur>>,
+    pub stop_timeout: Option<Spanned<Dur>>,
+    pub heartbeat_interval: Option<Spanned<Dur>>,
+    pub heartbeat_timeout: Option<Spanned<Dur>>,
+    pub metrics_addr: Option<Spanned<String>>,
+    pub control_group: Option<Spanned<String>>,
+}
+
+/// `[workers.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorker {
+    pub command: Spanned<String>,
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub cwd: Option<Spanned<String>>,
+    pub replicas: Option<Spanned<u32>>,
+    pub depends_on: Option<Spanned<RawDeps>>,
+    pub ready_timeout: Option<Spanned<Dur>>,
+    pub restart: Option<RestartPolicy>,
+    pub backoff: Option<Spanned<RawBackoff>>,
+    pub intensity: Option<Spanned<RawIntensity>>,
+    pub stop_signal: Option<SignalName>,
+    pub stop_timeout: Option<Spanned<Dur>>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub rlimits: Option<Spanned<Rlimits>>,
+    pub nice: Option<Spanned<i64>>,
+    pub cpu_affinity: Option<Spanned<Vec<Spanned<u64>>>>,
+    pub ring: Option<Spanned<RawRing>>,
+    pub heartbeat_interval: Option<Spanned<Dur>>,
+    pub heartbeat_timeout: Option<Spanned<Dur>>,
+    pub kinds: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ipc: Option<Spanned<bool>>,
+    pub probe: Option<Spanned<ReadinessProbe>>,
+    pub log_file: Option<Spanned<String>>,
+    pub log_max_size: Option<Spanned<Size>>,
+    pub log_keep: Option<Spanned<u32>>,
+    pub concurrency: Option<Spanned<u32>>,
+}
+
+/// `depends_on`: a list of names (condition `ready`) or a table of name → condition.
+#[derive(Debug)]
+pub(super) enum RawDeps {
+    /// `depends_on = ["a", "b"]`.
+    List(Vec<Spanned<String>>),
+    /// `depends_on = { a = "started" }`, in file order.
+    Table(Vec<(Spanned<String>, Spanned<DependencyCondition>)>),
+}
+
+impl<'de> Deserialize<'de> for RawDeps {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDeps;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "a list of worker names (depends_on = [\"a\", \"b\"]) or a table of conditions \
+                     (depends_on = {{ a = \"ready\", b = \"started\" }})"
+                )
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawDeps, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<Spanned<String>>()? {
+                    names.push(name);
+                }
+                Ok(RawDeps::List(names))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDeps, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(name) = map.next_key::<Spanned<String>>()? {
+                    let condition = map.next_value::<Spanned<DependencyCondition>>()?;
+                    entries.push((name, condition));
+                }
+                entries.sort_by_key(|(name, _)| name.span().start);
+                Ok(RawDeps::Table(entries))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `backoff = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackoff {
+    pub initial: Option<Spanned<Dur>>,
+    pub max: Option<Spanned<Dur>>,
+    pub multiplier: Option<Spanned<f64>>,
+    pub jitter: Option<Spanned<f64>>,
+}
+
+/// `intensity = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntensity {
+    pub max_restarts: Option<u32>,
+    pub window: Option<Spanned<Dur>>,
+    pub on_exceeded: Option<Escalation>,
+}
+
+/// `ring = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRing {
+    pub tasks: Option<Spanned<Size>>,
+    pub completions: Option<Spanned<Size>>,
+    pub max_record: Option<Spanned<Size>>,
+}
+
+/// `[kinds.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKind {
+    pub queue_limit: Option<Spanned<u64>>,
+    pub router: Option<RouterPolicy>,
+    pub timeout: Option<Spanned<Dur>>,
+    pub on_timeout: Option<OnTimeout>,
+    pub max_attempts: Option<Spanned<u32>>,
+    pub batch: Option<Spanned<u32>>,
+}
+
+/// `[[class]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClass {
+    pub name: Spanned<String>,
+    pub weight: Option<Spanned<u32>>,
+}
