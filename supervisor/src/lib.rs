@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod lifecycle;
 pub mod spec;
 pub mod sys;

@@ -1,0 +1,150 @@
+//! The control protocol: newline-delimited JSON over a Unix stream socket.
+//!
+//! Request: `{"v":1,"cmd":"status"}`. Response: `{"v":1,"ok":true,"data":{...}}` or
+//! `{"v":1,"ok":false,"error":"..."}`. Unknown commands and unknown fields are refused with an
+//! error naming them. See `docs/control-protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the control protocol.
+pub const CONTROL_VERSION: u32 = 1;
+
+/// Commands that take no arguments.
+const UNIT_COMMANDS: &[&str] = &["status", "shutdown"];
+
+/// Longest request line accepted (bytes, without the newline).
+pub const MAX_REQUEST_LINE: usize = 1 << 20;
+
+/// Requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Every worker: state, pid, restarts, last exit, ready time.
+    Status,
+    /// Stop everything and exit.
+    Shutdown,
+}
+
+/// One worker's line in `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Unit name (`group` or `group#replica`).
+    pub name: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// Current pid, if running.
+    pub pid: Option<u32>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Last exit, in words (`exited with code 3`, `killed by SIGKILL`, `heartbeat timeout`).
+    pub last_exit: Option<String>,
+    /// Milliseconds from ampd's start to this worker's (latest) ready report.
+    pub ready_ms: Option<u64>,
+}
+
+/// Response to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusData {
+    /// ampd's pid.
+    pub pid: u32,
+    /// Seconds since ampd started.
+    pub uptime_s: f64,
+    /// Whether ampd is shutting down.
+    pub shutting_down: bool,
+    /// Workers in dependency order.
+    pub workers: Vec<WorkerStatus>,
+    /// Events so far (oldest first, bounded), e.g. `ready echo`.
+    pub events: Vec<EventRecord>,
+}
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Sequence number (monotonic per ampd run).
+    pub seq: u64,
+    /// Milliseconds since ampd started.
+    pub at_ms: u64,
+    /// Unit concerned (empty for supervisor-wide events).
+    pub unit: String,
+    /// Event kind: `spawned`, `ready`, `exited`, `restarting`, `failed`, `stopped`, ...
+    pub kind: String,
+    /// Details in words.
+    pub detail: String,
+}
+
+/// A response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// [`CONTROL_VERSION`].
+    pub v: u32,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Payload on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// Message on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success carrying `data`.
+    #[must_use]
+    pub fn ok(data: serde_json::Value) -> Self {
+        Self { v: CONTROL_VERSION, ok: true, data: Some(data), error: None }
+    }
+
+    /// A failure with a message.
+    #[must_use]
+    pub fn err(msg: impl Into<String>) -> Self {
+        Self { v: CONTROL_VERSION, ok: false, data: None, error: Some(msg.into()) }
+    }
+}
+
+/// Parses one request line; the error message names what was wrong (unknown command or field,
+/// bad version, malformed JSON).
+///
+/// # Errors
+/// A message for the error response.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST_LINE {
+        return Err(format!("request line of {} bytes exceeds the {MAX_REQUEST_LINE}-byte limit", line.len()));
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    let obj = value.as_object_mut().ok_or("a request must be a JSON object")?;
+    match obj.remove("v") {
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(CONTROL_VERSION)) => {}
+        Some(v) => return Err(format!("control protocol version {v} not supported; ampd speaks {CONTROL_VERSION}")),
+        None => return Err(format!("missing field `v` (the protocol version, {CONTROL_VERSION})")),
+    }
+    let cmd = match obj.get("cmd") {
+        Some(serde_json::Value::String(c)) => c.clone(),
+        Some(_) => return Err("field `cmd` must be a string".into()),
+        None => return Err("missing field `cmd`".into()),
+    };
+    // Unit commands take no other field; serde would silently ignore extras there.
+    if UNIT_COMMANDS.contains(&cmd.as_str()) {
+        if let Some(extra) = obj.keys().find(|k| *k != "cmd") {
+            return Err(format!("unknown field `{extra}` for command `{cmd}`"));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| format!("bad request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses() {
+        assert_eq!(parse_request(br#"{"v":1,"cmd":"status"}"#), Ok(Request::Status));
+        let e = parse_request(br#"{"v":1,"cmd":"frobnicate"}"#).unwrap_err();
+        assert!(e.contains("frobnicate"), "{e}");
+        let e = parse_request(br#"{"v":1,"cmd":"status","extra":1}"#).unwrap_err();
+        assert!(e.contains("extra"), "{e}");
+        let e = parse_request(br#"{"v":2,"cmd":"status"}"#).unwrap_err();
+        assert!(e.contains("version 2"), "{e}");
+        assert!(parse_request(br#"{"cmd":"status"}"#).unwrap_err().contains("`v`"));
+        assert!(parse_request(b"{not json").is_err());
+    }
+}

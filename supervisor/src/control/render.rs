@@ -1,0 +1,27 @@
+//! Human-readable rendering of control responses (ampctl's default output).
+
+use std::fmt::Write as _;
+
+use super::proto::StatusData;
+
+/// Renders `status` as a table.
+#[must_use]
+pub fn status_table(s: &StatusData) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ampd pid {}  up {:.1}s{}",
+        s.pid,
+        s.uptime_s,
+        if s.shutting_down { "  (shutting down)" } else { "" }
+    );
+    let w = s.workers.iter().map(|w| w.name.len()).max().unwrap_or(4).max(6);
+    let _ = writeln!(out, "{:<w$}  {:<12} {:>8} {:>8} {:>9}  LAST EXIT", "WORKER", "STATE", "PID", "RESTARTS", "READY");
+    for wk in &s.workers {
+        let pid = wk.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let ready = wk.ready_ms.map_or_else(|| "-".to_owned(), |m| format!("{:.2}s", m as f64 / 1000.0));
+        let last = wk.last_exit.clone().unwrap_or_else(|| "-".to_owned());
+        let _ = writeln!(out, "{:<w$}  {:<12} {:>8} {:>8} {:>9}  {}", wk.name, wk.state, pid, wk.restarts, ready, last);
+    }
+    out
+}
