@@ -53,9 +53,10 @@ fn ten_million_records_across_processes() {
     let child_tasks = tasks_bell.try_clone_fd().unwrap();
     let child_completions = completions_bell.try_clone_fd().unwrap();
 
-    // SAFETY (fork in a test): the child only uses memory and fds set up before the fork and
-    // leaves with `_exit`, never returning into the test harness.
-    match unsafe { fork() }.expect("fork") {
+    // SAFETY: the child only uses memory and fds set up before the fork and leaves with `_exit`,
+    // never returning into the test harness (other harness threads do not exist in the child).
+    let forked = unsafe { fork() };
+    match forked.expect("fork") {
         ForkResult::Child => {
             let code = std::panic::catch_unwind(|| {
                 let opened = Arc::new(Segment::open(seg.name()).expect("child open"));
