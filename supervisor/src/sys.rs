@@ -1,2 +1,0 @@
-//! TODO(sys)
-#![allow(unsafe_code, reason = "the syscall shell: fork/exec hooks, prctl, rlimits")]
