@@ -444,10 +444,10 @@ impl Drop for Worker {
         // Release: pairs with ampd's Acquire load of the state word.
         self.seg.control().state.store(PeerState::Exiting as u32, Ordering::Release);
         let _ = self.to_ampd.send(FromWorker::Goodbye { reason: "worker exiting".into() });
+        // The thread notices the flag within one heartbeat interval; it is not joined, so
+        // that dropping a worker (and exiting) never waits for that interval.
         self.shared.stop_thread.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        drop(self.thread.take());
     }
 }
 

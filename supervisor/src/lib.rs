@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod lifecycle;
 pub mod spec;
 pub mod sys;
