@@ -359,10 +359,10 @@ impl Daemon {
                 "worker {name} speaks amp protocol {protocol} but ampd speaks {PROTOCOL_VERSION}: rebuild it against the same amp-ipc"
             );
             tracing::error!(unit = %uname, "{reason}");
+            // The worker reports the refusal and exits by itself; if it does not, its
+            // ready_timeout kills it.
             let _ = reply.send(ToWorker::Reject { reason: reason.clone() });
-            let pid = p.pid;
             self.record(u, "rejected", reason);
-            let _ = sys::signal_group(pid, Signal::SIGKILL);
             return;
         }
         if pid != u32::try_from(p.pid.as_raw()).unwrap_or(0) {

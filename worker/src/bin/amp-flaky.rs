@@ -3,7 +3,8 @@
 //! Flags (process level): `--exit-at-start CODE` (exit before the handshake), `--no-ready`
 //! (connect but never report ready), `--ready-delay-ms N`, `--ignore-sigterm`,
 //! `--spawn-grandchild` (start `sleep 1000` as a child first), `--crash-after N` (exit 3 after N
-//! tasks), `--protocol N` (announce another protocol version), `--exit-after-ready CODE`.
+//! tasks), `--protocol N` (announce another protocol version), `--exit-after-ready CODE`, `--hang` (after
+//! ready, never answer and ignore Shutdown).
 //!
 //! Payload commands (task level): `ok` → Ok(payload); `fail` → non-retryable error; `retry` →
 //! retryable error; `crash` → exit 3; `abort` → SIGABRT; `hang` → never answer; `sleep:MS`.
@@ -55,6 +56,12 @@ fn main() -> ExitCode {
     if let Err(e) = w.ready() {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
+    }
+    if has("--hang") {
+        eprintln!("amp-flaky: hanging as asked (ignoring Shutdown)");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
     }
     if let Some(code) = arg::<u8>(&args, "--exit-after-ready") {
         eprintln!("amp-flaky: exiting after ready with code {code} as asked");
