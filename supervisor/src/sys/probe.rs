@@ -30,8 +30,13 @@ pub fn tcp_probe(host: &str, port: u16, timeout: Duration) -> bool {
         if left.is_zero() {
             return false;
         }
-        if TcpStream::connect_timeout(&addr, left).is_ok() {
-            return true;
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, left) {
+            // A connect to a loopback port nobody listens on can pick that same port as its
+            // source and "succeed" by simultaneous open (TCP self-connect); that is not a server.
+            let self_connect = stream.local_addr().ok() == Some(addr);
+            if !self_connect {
+                return true;
+            }
         }
     }
     false
@@ -56,15 +61,46 @@ mod tests {
     use super::*;
     use crate::spec::ExitReason;
     use std::net::TcpListener;
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
     #[test]
     fn tcp_probe_sees_listener_and_refusal() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(tcp_probe("127.0.0.1", port, Duration::from_secs(2)));
-        drop(listener);
-        // The port was just released; nobody listens there now.
+
+        // A port held by a bound socket that does not listen: connects are refused, and no
+        // other socket (nor a self-connect) can take it meanwhile.
+        let (_held, port) = bound_not_listening();
         assert!(!tcp_probe("127.0.0.1", port, Duration::from_secs(2)));
+    }
+
+    /// A TCP socket bound to an ephemeral loopback port, not listening. (std can only bind
+    /// listeners, and nix's socket-address types need a feature this crate does not enable.)
+    fn bound_not_listening() -> (OwnedFd, u16) {
+        // SAFETY: plain integer arguments; returns a new descriptor or -1.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::sa_family_t::try_from(libc::AF_INET).unwrap();
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).unwrap();
+        // SAFETY: `addr` is a valid sockaddr_in of `len` bytes.
+        let r = unsafe { libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) };
+        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        // SAFETY: `addr`/`len` are writable and `len` is its size; getsockname fills them in.
+        let r = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                std::ptr::from_mut(&mut addr).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
+        (fd, u16::from_be(addr.sin_port))
     }
 
     #[test]
