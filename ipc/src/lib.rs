@@ -13,6 +13,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(not(loom))]
+pub mod client;
 pub mod codec;
 #[cfg(not(loom))]
 pub mod link;
@@ -25,6 +27,8 @@ pub mod wire;
 #[cfg(not(loom))]
 pub mod worker;
 
+#[cfg(not(loom))]
+pub use client::Client;
 pub use codec::{Bincode, Codec, CodecError};
 pub use wire::Outcome;
 #[cfg(not(loom))]

@@ -19,6 +19,186 @@ pub const TAG_COMPLETION: u16 = 2;
 /// Ring tag of a subtask record (a worker fans work out from inside a handler).
 pub const TAG_SUBTASK: u16 = 3;
 
+/// Ring tag of a submission record (client → ampd).
+pub const TAG_SUBMIT: u16 = 4;
+/// Ring tag of a result record (ampd → client).
+pub const TAG_RESULT: u16 = 5;
+
+/// Size of the fixed header of a submission record.
+pub const SUBMIT_HEADER_SIZE: usize = 32;
+/// Size of the fixed header of a result record.
+pub const RESULT_HEADER_SIZE: usize = 32;
+/// `SubmitHeader::flags` bit: the body starts with a `u16` length and an idempotency key.
+pub const SUBMIT_HAS_KEY: u32 = 1;
+
+/// Fixed header of a submission.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | `ticket` (client-chosen, echoed in the result) |
+/// | 8 | 4 | `kind` (kind id from the attach answer) |
+/// | 12 | 4 | `class` (priority class index) |
+/// | 16 | 4 | `timeout_ms` (deadline relative to arrival; 0 = none) |
+/// | 20 | 4 | `flags` ([`SUBMIT_HAS_KEY`]) |
+/// | 24 | 8 | `parent` (task id; 0 = none) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubmitHeader {
+    /// Client-chosen correlation number.
+    pub ticket: u64,
+    /// Kind id.
+    pub kind: u32,
+    /// Priority class index.
+    pub class: u32,
+    /// Deadline in ms after ampd reads the submission; 0 = none.
+    pub timeout_ms: u32,
+    /// Flags.
+    pub flags: u32,
+    /// Parent task id; 0 = none.
+    pub parent: u64,
+}
+
+impl SubmitHeader {
+    /// Writes the header into `out[..32]`.
+    ///
+    /// # Panics
+    /// If `out` is shorter than [`SUBMIT_HEADER_SIZE`].
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.ticket.to_le_bytes());
+        out[8..12].copy_from_slice(&self.kind.to_le_bytes());
+        out[12..16].copy_from_slice(&self.class.to_le_bytes());
+        out[16..20].copy_from_slice(&self.timeout_ms.to_le_bytes());
+        out[20..24].copy_from_slice(&self.flags.to_le_bytes());
+        out[24..32].copy_from_slice(&self.parent.to_le_bytes());
+    }
+
+    /// Splits a submission into header, optional idempotency key, and payload.
+    ///
+    /// # Errors
+    /// [`WireError`] for a short record or a key length past the end.
+    pub fn read(record: &[u8]) -> Result<(Self, Option<&[u8]>, &[u8]), WireError> {
+        if record.len() < SUBMIT_HEADER_SIZE {
+            let (len, need) = (record.len(), SUBMIT_HEADER_SIZE);
+            return Err(WireError::Short { what: "submission", len, need });
+        }
+        let h = Self {
+            ticket: u64_at(record, 0),
+            kind: u32_at(record, 8),
+            class: u32_at(record, 12),
+            timeout_ms: u32_at(record, 16),
+            flags: u32_at(record, 20),
+            parent: u64_at(record, 24),
+        };
+        let body = &record[SUBMIT_HEADER_SIZE..];
+        if h.flags & SUBMIT_HAS_KEY == 0 {
+            return Ok((h, None, body));
+        }
+        if body.len() < 2 {
+            return Err(WireError::Short { what: "submission key", len: body.len(), need: 2 });
+        }
+        let n = usize::from(u16::from_le_bytes([body[0], body[1]]));
+        let rest = &body[2..];
+        if n > rest.len() {
+            return Err(WireError::BadLength { what: "idempotency key", len: n as u64, available: rest.len() });
+        }
+        let (key, payload) = rest.split_at(n);
+        Ok((h, Some(key), payload))
+    }
+}
+
+/// How a task ended, as ampd reports it to its submitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ResultStatus {
+    /// Done; the body is the worker's result.
+    Ok = 0,
+    /// The worker failed it (not retryable, or retries exhausted); the body is the message.
+    Failed = 1,
+    /// Its deadline passed; the body says where.
+    DeadlineExceeded = 2,
+    /// Moved to the dead-letter queue; the body is the reason.
+    DeadLettered = 3,
+    /// Refused at intake (unknown kind, queue full, intake paused); the body is the reason.
+    Rejected = 4,
+    /// A feedback loop hit its limit; the body is the last result.
+    LoopLimit = 5,
+}
+
+impl ResultStatus {
+    /// Decodes a status byte.
+    ///
+    /// # Errors
+    /// [`WireError::BadValue`] for an unknown value.
+    pub fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            0 => Self::Ok,
+            1 => Self::Failed,
+            2 => Self::DeadlineExceeded,
+            3 => Self::DeadLettered,
+            4 => Self::Rejected,
+            5 => Self::LoopLimit,
+            _ => return Err(WireError::BadValue { what: "result status", value: u64::from(v) }),
+        })
+    }
+}
+
+/// Fixed header of a result.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | `ticket` |
+/// | 8 | 8 | `task_id` (0 if rejected before an id was given) |
+/// | 16 | 1 | `status` ([`ResultStatus`]) |
+/// | 17 | 3 | reserved (0) |
+/// | 20 | 4 | `attempts` |
+/// | 24 | 8 | `latency_ns` (submission to result, measured by ampd) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultHeader {
+    /// The submission's ticket.
+    pub ticket: u64,
+    /// The task id ampd gave it.
+    pub task_id: u64,
+    /// Outcome.
+    pub status: ResultStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Time from intake to result inside ampd.
+    pub latency_ns: u64,
+}
+
+impl ResultHeader {
+    /// Writes the header into `out[..32]`.
+    ///
+    /// # Panics
+    /// If `out` is shorter than [`RESULT_HEADER_SIZE`].
+    pub fn write(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.ticket.to_le_bytes());
+        out[8..16].copy_from_slice(&self.task_id.to_le_bytes());
+        out[16] = self.status as u8;
+        out[17..20].fill(0);
+        out[20..24].copy_from_slice(&self.attempts.to_le_bytes());
+        out[24..32].copy_from_slice(&self.latency_ns.to_le_bytes());
+    }
+
+    /// Splits a result into header and body.
+    ///
+    /// # Errors
+    /// [`WireError`] for a short record or unknown status.
+    pub fn read(record: &[u8]) -> Result<(Self, &[u8]), WireError> {
+        if record.len() < RESULT_HEADER_SIZE {
+            let (len, need) = (record.len(), RESULT_HEADER_SIZE);
+            return Err(WireError::Short { what: "result", len, need });
+        }
+        let h = Self {
+            ticket: u64_at(record, 0),
+            task_id: u64_at(record, 8),
+            status: ResultStatus::from_u8(record[16])?,
+            attempts: u32_at(record, 20),
+            latency_ns: u64_at(record, 24),
+        };
+        Ok((h, &record[RESULT_HEADER_SIZE..]))
+    }
+}
+
 /// Size of the fixed header of a task or subtask record.
 pub const TASK_HEADER_SIZE: usize = 32;
 /// Size of the fixed header of a completion record.

@@ -325,16 +325,12 @@ impl Worker {
     }
 
     /// Waits for the next task (copying its payload out of the ring). Returns `None` once ampd
-    /// asked for shutdown.
+    /// asked for shutdown and the tasks already sent to this worker are done.
     ///
     /// # Errors
     /// Ring corruption, a malformed task record, or a failed wait.
     pub fn next_task(&mut self) -> Result<Option<Task>, WorkerError> {
         loop {
-            if self.shutdown_requested() {
-                self.flush()?;
-                return Ok(None);
-            }
             if let Some(rec) = self.end.tasks.read()? {
                 if rec.tag() != TAG_TASK {
                     continue;
@@ -350,6 +346,10 @@ impl Worker {
                 }));
             }
             self.flush()?;
+            // Shutdown: the tasks already in the ring (in flight for ampd) are finished first.
+            if self.shutdown_requested() {
+                return Ok(None);
+            }
             self.end.tasks.wait(Some(self.wait_timeout))?;
         }
     }
@@ -412,13 +412,13 @@ impl Worker {
         F: FnMut(&TaskRef<'_>) -> Outcome,
     {
         loop {
-            if self.shutdown_requested() {
-                self.flush()?;
-                return Ok(());
-            }
             let done = {
                 let Some(rec) = self.end.tasks.read()? else {
                     self.flush()?;
+                    // Shutdown: the tasks already in the ring are finished first.
+                    if self.shutdown_requested() {
+                        return Ok(());
+                    }
                     self.end.tasks.wait(Some(self.wait_timeout))?;
                     continue;
                 };

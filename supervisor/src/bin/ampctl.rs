@@ -16,9 +16,13 @@ struct Cli {
     /// Control socket of the ampd to talk to.
     #[arg(long, env = "AMP_SOCKET", global = true)]
     socket: Option<PathBuf>,
-    /// Print the raw JSON response (for scripts).
-    #[arg(long, global = true)]
+    /// Print the raw JSON response (for scripts). Give it before the subcommand
+    /// (`ampctl --json status`), or use `--output json` anywhere.
+    #[arg(long)]
     json: bool,
+    /// Output format.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    output: String,
     /// Seconds to wait for ampd's answer.
     #[arg(long, default_value_t = 10.0, global = true)]
     timeout: f64,
@@ -32,6 +36,30 @@ enum Cmd {
     Status,
     /// Stop every worker in reverse dependency order and exit ampd.
     Shutdown,
+    /// Submit a task.
+    Submit {
+        /// Task kind.
+        #[arg(long)]
+        kind: String,
+        /// Priority class (default: the lowest-weight class).
+        #[arg(long)]
+        priority: Option<String>,
+        /// Read the payload from this file (binary-safe).
+        #[arg(long, conflicts_with = "json")]
+        payload_file: Option<PathBuf>,
+        /// The payload as JSON text (sent as its UTF-8 bytes).
+        #[arg(long)]
+        json: Option<String>,
+        /// Wait for the task's result and print it.
+        #[arg(long)]
+        wait: bool,
+        /// Deadline in milliseconds after intake.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Idempotency key.
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,11 +71,46 @@ fn main() -> ExitCode {
         }
     };
     let socket = cli.socket.clone().unwrap_or_else(amp_supervisor::config::default_control_socket);
-    let req = match cli.cmd {
+    let req = match &cli.cmd {
         Cmd::Status => serde_json::json!({"cmd": "status"}),
         Cmd::Shutdown => serde_json::json!({"cmd": "shutdown"}),
+        Cmd::Submit { kind, priority, payload_file, json, wait, deadline_ms, key } => {
+            let mut r = serde_json::json!({"cmd": "submit", "kind": kind, "wait": wait});
+            if let Some(p) = priority {
+                r["priority"] = p.clone().into();
+            }
+            if let Some(ms) = deadline_ms {
+                r["timeout_ms"] = (*ms).into();
+            }
+            if let Some(k) = key {
+                r["idempotency_key"] = k.clone().into();
+            }
+            if let Some(j) = json {
+                if let Err(e) = serde_json::from_str::<serde_json::Value>(j) {
+                    eprintln!("ampctl: --json is not valid JSON: {e}");
+                    return ExitCode::from(2);
+                }
+                r["payload"] = j.clone().into();
+            }
+            if let Some(f) = payload_file {
+                match std::fs::read(f) {
+                    Ok(bytes) => {
+                        use base64::Engine as _;
+                        r["payload_b64"] = base64::engine::general_purpose::STANDARD.encode(bytes).into();
+                    }
+                    Err(e) => {
+                        eprintln!("ampctl: cannot read {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            r
+        }
     };
-    let timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    let mut timeout = Duration::from_secs_f64(cli.timeout.max(0.1));
+    if matches!(cli.cmd, Cmd::Submit { wait: true, .. }) {
+        timeout = timeout.max(Duration::from_secs(300));
+    }
     match client::request(&socket, req, timeout) {
         Ok(resp) => print_response(&cli, &resp),
         Err(e @ ClientError::Unreachable { .. }) => {
@@ -62,7 +125,7 @@ fn main() -> ExitCode {
 }
 
 fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
-    if cli.json {
+    if cli.json || cli.output == "json" {
         println!("{}", serde_json::to_string_pretty(resp).unwrap_or_default());
     } else if let Some(err) = &resp.error {
         eprintln!("ampctl: {err}");
@@ -72,6 +135,17 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
                 Ok(s) => print!("{}", amp_supervisor::control::render::status_table(&s)),
                 Err(e) => eprintln!("ampctl: unexpected status payload: {e}"),
             },
+            (Cmd::Submit { .. }, Some(d)) => {
+                let status = d.get("status").and_then(|s| s.as_str()).unwrap_or("?");
+                let id = d.get("task_id").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                match d.get("result").and_then(|r| r.as_str()) {
+                    Some(r) => println!("task {id} {status}: {r}"),
+                    None => println!("task {id} {status}"),
+                }
+                if status != "ok" && status != "queued" {
+                    return ExitCode::from(1);
+                }
+            }
             (_, Some(d)) => println!("{d}"),
             (_, None) => println!("ok"),
         }

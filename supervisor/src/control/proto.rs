@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_VERSION: u32 = 1;
 
 /// Commands that take no arguments.
-const UNIT_COMMANDS: &[&str] = &["status", "shutdown"];
+const UNIT_COMMANDS: &[&str] = &["status", "shutdown", "attach"];
 
 /// Longest request line accepted (bytes, without the newline).
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
@@ -23,6 +23,36 @@ pub enum Request {
     Status,
     /// Stop everything and exit.
     Shutdown,
+    /// A client asks for its own segment (answered with two doorbell fds via `SCM_RIGHTS`).
+    Attach,
+    /// The client mapped its segment (ampd unlinks the name).
+    Attached {
+        /// Client id from the attach answer.
+        client: u64,
+    },
+    /// Submit one task.
+    Submit {
+        /// Kind name.
+        kind: String,
+        /// Priority class name (default: the lowest-weight class).
+        #[serde(default)]
+        priority: Option<String>,
+        /// Payload as UTF-8 text.
+        #[serde(default)]
+        payload: Option<String>,
+        /// Payload as base64 (for binary payloads).
+        #[serde(default)]
+        payload_b64: Option<String>,
+        /// Answer only once the task finished (with its result).
+        #[serde(default)]
+        wait: bool,
+        /// Deadline relative to intake, in ms.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        /// Idempotency key.
+        #[serde(default)]
+        idempotency_key: Option<String>,
+    },
 }
 
 /// One worker's line in `status`.

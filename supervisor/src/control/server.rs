@@ -53,6 +53,8 @@ pub struct ControlServer {
     conns: Slab<Conn>,
     access: Access,
     my_uid: u32,
+    /// Connections closed since the last `take_closed`.
+    closed: Vec<usize>,
 }
 
 /// A parsed request from connection `conn`, or the error to send back.
@@ -85,7 +87,7 @@ impl ControlServer {
         let mut listener = bound?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         registry.register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(Self { listener, path: path.to_owned(), conns: Slab::new(), access, my_uid: nix::unistd::getuid().as_raw() })
+        Ok(Self { listener, path: path.to_owned(), conns: Slab::new(), access, my_uid: nix::unistd::getuid().as_raw(), closed: Vec::new() })
     }
 
     /// The socket path.
@@ -208,6 +210,40 @@ impl ControlServer {
         self.flush(id, registry);
     }
 
+    /// Sends a response line together with file descriptors (`SCM_RIGHTS`), e.g. a client's
+    /// doorbells. The fds ride on the first byte of the line, so they are sent at once when the
+    /// connection has no output queued; otherwise the request fails.
+    ///
+    /// # Errors
+    /// When output is already queued or `sendmsg` fails.
+    pub fn respond_with_fds(&mut self, id: usize, resp: &Response, fds: &[std::os::fd::RawFd], registry: &Registry) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let c = self.conns.get_mut(id).ok_or_else(|| io::Error::other("connection gone"))?;
+        if !c.out.is_empty() {
+            return Err(io::Error::other("responses are queued on this connection; attach on a fresh one"));
+        }
+        let mut line = serde_json::to_vec(resp).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let iov = [io::IoSlice::new(&line)];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(fds)];
+        let sent = loop {
+            match nix::sys::socket::sendmsg::<()>(c.stream.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        c.out.extend(&line[sent..]);
+        self.flush(id, registry);
+        Ok(())
+    }
+
+    /// Whether connection `id` is still open.
+    #[must_use]
+    pub fn is_open(&self, id: usize) -> bool {
+        self.conns.contains(id)
+    }
+
     /// Marks connection `id` to be closed once its output is flushed.
     pub fn close_after_flush(&mut self, id: usize, registry: &Registry) {
         if let Some(c) = self.conns.get_mut(id) {
@@ -245,7 +281,13 @@ impl ControlServer {
     fn close(&mut self, id: usize, registry: &Registry) {
         if let Some(mut c) = self.conns.try_remove(id) {
             let _ = registry.deregister(&mut c.stream);
+            self.closed.push(id);
         }
+    }
+
+    /// Connections closed since the last call (their ids may be reused afterwards).
+    pub fn take_closed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.closed)
     }
 
     /// Removes the socket file.

@@ -1,0 +1,490 @@
+//! Submitting tasks to a running ampd from another process.
+//!
+//! [`Client::connect`] attaches over ampd's control socket: ampd creates a segment for this
+//! client and passes the two doorbell eventfds with `SCM_RIGHTS`; the client maps the segment and
+//! confirms, and ampd unlinks its name. Submissions then travel through shared memory (the
+//! segment's "completions" ring), results come back on its "tasks" ring, in any order, matched
+//! by ticket. The control connection stays open as the client's lifeline: when it closes, ampd
+//! forgets the client.
+//!
+//! ```no_run
+//! use amp_ipc::client::{Client, ResultStatus};
+//! use std::time::Duration;
+//! let mut c = Client::connect("/run/user/1000/amp/ampd.sock".as_ref())?;
+//! let t = c.submit("echo", b"hello")?;
+//! let r = c.wait_for(t, Duration::from_secs(5))?;
+//! assert_eq!((r.status, &r.body[..]), (ResultStatus::Ok, &b"hello"[..]));
+//! # Ok::<(), amp_ipc::client::ClientError>(())
+//! ```
+//!
+//! Backpressure: when the submission ring is full, [`Client::submit`] returns
+//! [`ClientError::Full`] at once; when the kind's queue in ampd is at its `queue_limit`, the task's
+//! result is [`ResultStatus::Rejected`] with a message saying so. [`Client::submit_blocking`]
+//! retries both until its deadline.
+
+use std::collections::HashMap;
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{Bincode, Codec, CodecError};
+use crate::link::PeerEnd;
+use crate::ring::RingError;
+use crate::segment::{Segment, SegmentError};
+use crate::signal::{Doorbell, WaitError};
+pub use crate::wire::ResultStatus;
+use crate::wire::{ResultHeader, SubmitHeader, SUBMIT_HAS_KEY, SUBMIT_HEADER_SIZE, TAG_RESULT, TAG_SUBMIT};
+
+/// A submission's handle: results carry it back.
+pub type Ticket = u64;
+
+/// Errors of the client API.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// ampd's control socket could not be reached.
+    #[error("cannot reach ampd at {path}: {source}")]
+    Unreachable {
+        /// Socket path.
+        path: String,
+        /// Connect error.
+        source: std::io::Error,
+    },
+    /// The attach exchange failed.
+    #[error("attach failed: {0}")]
+    Attach(String),
+    /// The kind is not served by any worker of this ampd.
+    #[error("kind {kind:?} is not served by this ampd (known kinds: {known})")]
+    UnknownKind {
+        /// The kind asked for.
+        kind: String,
+        /// The kinds ampd serves.
+        known: String,
+    },
+    /// The priority class does not exist.
+    #[error("priority class {class:?} does not exist (classes: {known})")]
+    UnknownClass {
+        /// The class asked for.
+        class: String,
+        /// Known classes.
+        known: String,
+    },
+    /// The submission ring is full right now: retry later (or use `submit_blocking`).
+    #[error("submission ring full: ampd is not keeping up; retry")]
+    Full,
+    /// Payload larger than the ring's record limit.
+    #[error("payload of {len} bytes exceeds the {max}-byte record limit")]
+    TooLarge {
+        /// Payload bytes.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// No result within the timeout.
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    /// ampd went away.
+    #[error("ampd closed the connection")]
+    Disconnected,
+    /// Shared-memory errors.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// Ring errors (corrupt ring).
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// Waiting failed.
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    /// Socket or doorbell I/O.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A malformed result record.
+    #[error("malformed result from ampd: {0}")]
+    Wire(#[from] crate::wire::WireError),
+    /// Typed payload encoding.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A typed call's task did not succeed.
+    #[error("task {task_id} ended {status:?}: {message}")]
+    TaskFailed {
+        /// Task id.
+        task_id: u64,
+        /// How it ended.
+        status: ResultStatus,
+        /// Message from ampd or the worker.
+        message: String,
+    },
+}
+
+/// The final result of one submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskResult {
+    /// The ticket returned by submit.
+    pub ticket: Ticket,
+    /// ampd's task id (0 if rejected at intake).
+    pub task_id: u64,
+    /// How it ended.
+    pub status: ResultStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Time from intake to result inside ampd.
+    pub latency: Duration,
+    /// Result bytes (Ok) or a message.
+    pub body: Vec<u8>,
+}
+
+impl TaskResult {
+    /// The body as text (for messages).
+    #[must_use]
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Options of one submission.
+#[derive(Debug, Clone, Default)]
+pub struct Submit<'a> {
+    /// Kind name.
+    pub kind: &'a str,
+    /// Priority class name (`None`: the last class, normally `batch`).
+    pub class: Option<&'a str>,
+    /// Deadline relative to intake.
+    pub timeout: Option<Duration>,
+    /// Idempotency key: a second submission with the same key while the first is known returns
+    /// the first's result.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// A client attached to ampd.
+#[derive(Debug)]
+pub struct Client {
+    _control: UnixStream,
+    end: PeerEnd,
+    _seg: Arc<Segment>,
+    kinds: HashMap<String, u32>,
+    classes: Vec<String>,
+    max_record: usize,
+    next_ticket: Ticket,
+    /// Results read but not yet asked for.
+    ready: HashMap<Ticket, TaskResult>,
+    /// Submissions pushed but not yet published.
+    unflushed: bool,
+}
+
+fn read_line_with_fds(sock: &UnixStream) -> Result<(String, Vec<OwnedFd>), ClientError> {
+    use std::os::fd::AsRawFd;
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| ClientError::Io(e.into()))?;
+        for c in msg.cmsgs().map_err(|e| ClientError::Io(e.into()))? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel just installed this fd in our table for us (SCM_RIGHTS);
+                    // nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            return Err(ClientError::Disconnected);
+        }
+        line.extend_from_slice(&buf[..n]);
+        if line.contains(&b'\n') {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&line).trim().to_owned();
+    Ok((text, fds))
+}
+
+fn field<'a>(v: &'a serde_json::Value, name: &str) -> Result<&'a serde_json::Value, ClientError> {
+    v.get(name).ok_or_else(|| ClientError::Attach(format!("attach answer lacks `{name}`: {v}")))
+}
+
+impl Client {
+    /// Attaches to the ampd listening on `socket`.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`], [`ClientError::Attach`], mapping errors.
+    pub fn connect(socket: &Path) -> Result<Self, ClientError> {
+        let mut s = UnixStream::connect(socket)
+            .map_err(|source| ClientError::Unreachable { path: socket.display().to_string(), source })?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"{\"v\":1,\"cmd\":\"attach\"}\n")?;
+        let (line, mut fds) = read_line_with_fds(&s)?;
+        let resp: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| ClientError::Attach(format!("{e}: {line}")))?;
+        if resp.get("ok") != Some(&serde_json::Value::Bool(true)) {
+            let msg = resp.get("error").and_then(|e| e.as_str()).unwrap_or("unknown error");
+            return Err(ClientError::Attach(msg.to_owned()));
+        }
+        let data = field(&resp, "data")?;
+        if fds.len() != 2 {
+            return Err(ClientError::Attach(format!("expected 2 doorbell fds, got {}", fds.len())));
+        }
+        let completions_fd = fds.pop().ok_or(ClientError::Disconnected)?;
+        let tasks_fd = fds.pop().ok_or(ClientError::Disconnected)?;
+        let name = field(data, "segment")?.as_str().unwrap_or_default().to_owned();
+        let client_id = field(data, "client")?.as_u64().unwrap_or_default();
+        let kinds = field(data, "kinds")?
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| Some((k.get(1)?.as_str()?.to_owned(), u32::try_from(k.get(0)?.as_u64()?).ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let classes = field(data, "classes")?
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let seg = Arc::new(Segment::open(&name)?);
+        let end = PeerEnd::new(&seg, Doorbell::from_owned(tasks_fd)?, Doorbell::from_owned(completions_fd)?)?;
+        let max_record = usize::try_from(seg.layout().completions.max_record).unwrap_or(usize::MAX);
+        s.write_all(format!("{{\"v\":1,\"cmd\":\"attached\",\"client\":{client_id}}}\n").as_bytes())?;
+        let (line, _) = read_line_with_fds(&s)?;
+        if !line.contains("\"ok\":true") {
+            return Err(ClientError::Attach(format!("ampd refused the attach confirmation: {line}")));
+        }
+        s.set_read_timeout(None)?;
+        Ok(Self {
+            _control: s,
+            end,
+            _seg: seg,
+            kinds,
+            classes,
+            max_record,
+            next_ticket: 1,
+            ready: HashMap::new(),
+            unflushed: false,
+        })
+    }
+
+    /// Kinds ampd serves.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    /// Priority classes, highest weight first as configured.
+    #[must_use]
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    fn kind_id(&self, kind: &str) -> Result<u32, ClientError> {
+        self.kinds.get(kind).copied().ok_or_else(|| {
+            let mut known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            ClientError::UnknownKind { kind: kind.to_owned(), known: known.join(", ") }
+        })
+    }
+
+    fn class_id(&self, class: Option<&str>) -> Result<u32, ClientError> {
+        match class {
+            None => Ok(u32::try_from(self.classes.len().saturating_sub(1)).unwrap_or(0)),
+            Some(c) => self
+                .classes
+                .iter()
+                .position(|k| k == c)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| ClientError::UnknownClass { class: c.to_owned(), known: self.classes.join(", ") }),
+        }
+    }
+
+    /// Queues a submission without publishing it (call [`flush`](Self::flush), or use
+    /// [`submit`](Self::submit)). Returns its ticket.
+    ///
+    /// # Errors
+    /// [`ClientError::UnknownKind`], [`ClientError::UnknownClass`], [`ClientError::Full`],
+    /// [`ClientError::TooLarge`].
+    pub fn push(&mut self, opts: &Submit<'_>, payload: &[u8]) -> Result<Ticket, ClientError> {
+        let kind = self.kind_id(opts.kind)?;
+        let class = self.class_id(opts.class)?;
+        let key = opts.idempotency_key.map(str::as_bytes);
+        let key_len = key.map_or(0, |k| 2 + k.len());
+        let len = SUBMIT_HEADER_SIZE + key_len + payload.len();
+        if len > self.max_record || key.is_some_and(|k| k.len() > usize::from(u16::MAX)) {
+            return Err(ClientError::TooLarge { len: payload.len(), max: self.max_record - SUBMIT_HEADER_SIZE - key_len });
+        }
+        let ticket = self.next_ticket;
+        let h = SubmitHeader {
+            ticket,
+            kind,
+            class,
+            timeout_ms: opts.timeout.map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)),
+            flags: if key.is_some() { SUBMIT_HAS_KEY } else { 0 },
+            parent: 0,
+        };
+        let mut r = match self.end.completions.reserve(len, TAG_SUBMIT) {
+            Ok(r) => r,
+            Err(RingError::Full { .. }) => {
+                self.end.completions.flush()?;
+                return Err(ClientError::Full);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        h.write(&mut r);
+        let mut at = SUBMIT_HEADER_SIZE;
+        if let Some(k) = key {
+            r[at..at + 2].copy_from_slice(&u16::try_from(k.len()).unwrap_or(0).to_le_bytes());
+            r[at + 2..at + 2 + k.len()].copy_from_slice(k);
+            at += 2 + k.len();
+        }
+        r[at..].copy_from_slice(payload);
+        r.commit();
+        self.next_ticket += 1;
+        self.unflushed = true;
+        Ok(ticket)
+    }
+
+    /// Publishes queued submissions (one index store) and wakes ampd if it sleeps.
+    ///
+    /// # Errors
+    /// Doorbell errors.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        if std::mem::take(&mut self.unflushed) {
+            self.end.completions.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Submits one task (batch class) and publishes it.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    pub fn submit(&mut self, kind: &str, payload: &[u8]) -> Result<Ticket, ClientError> {
+        let t = self.push(&Submit { kind, ..Submit::default() }, payload)?;
+        self.flush()?;
+        Ok(t)
+    }
+
+    /// Submits with options and publishes.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    pub fn submit_with(&mut self, opts: &Submit<'_>, payload: &[u8]) -> Result<Ticket, ClientError> {
+        let t = self.push(opts, payload)?;
+        self.flush()?;
+        Ok(t)
+    }
+
+    /// Submits, waiting for room in the ring until `timeout` passes.
+    ///
+    /// # Errors
+    /// [`ClientError::Full`] if still full at the deadline; as [`push`](Self::push) otherwise.
+    pub fn submit_blocking(&mut self, opts: &Submit<'_>, payload: &[u8], timeout: Duration) -> Result<Ticket, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.submit_with(opts, payload) {
+                Err(ClientError::Full) if Instant::now() < deadline => {
+                    // Drain results meanwhile so ampd is never blocked on us.
+                    self.poll_results()?;
+                    std::thread::yield_now();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads every result available now into the ready set; returns how many.
+    fn poll_results(&mut self) -> Result<usize, ClientError> {
+        let mut n = 0;
+        while let Some(rec) = self.end.tasks.read()? {
+            if rec.tag() != TAG_RESULT {
+                continue;
+            }
+            let (h, body) = ResultHeader::read(rec.data())?;
+            self.ready.insert(
+                h.ticket,
+                TaskResult {
+                    ticket: h.ticket,
+                    task_id: h.task_id,
+                    status: h.status,
+                    attempts: h.attempts,
+                    latency: Duration::from_nanos(h.latency_ns),
+                    body: body.to_vec(),
+                },
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Any one result available now.
+    ///
+    /// # Errors
+    /// Ring errors.
+    pub fn try_result(&mut self) -> Result<Option<TaskResult>, ClientError> {
+        if self.ready.is_empty() {
+            self.poll_results()?;
+        }
+        let Some(&t) = self.ready.keys().next() else { return Ok(None) };
+        Ok(self.ready.remove(&t))
+    }
+
+    /// Waits for any result, up to `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`], ring and wait errors.
+    pub fn wait_result(&mut self, timeout: Duration) -> Result<TaskResult, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.try_result()? {
+                return Ok(r);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout(timeout));
+            }
+            self.end.tasks.wait(Some(left.min(Duration::from_millis(100))))?;
+        }
+    }
+
+    /// Waits for the result of `ticket` (results of other tickets are kept for later).
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`], ring and wait errors.
+    pub fn wait_for(&mut self, ticket: Ticket, timeout: Duration) -> Result<TaskResult, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.ready.remove(&ticket) {
+                return Ok(r);
+            }
+            if self.poll_results()? > 0 {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout(timeout));
+            }
+            self.end.tasks.wait(Some(left.min(Duration::from_millis(100))))?;
+        }
+    }
+
+    /// Typed round trip: encodes `input` with bincode, submits, waits, decodes the result.
+    ///
+    /// # Errors
+    /// Submission and wait errors; [`ClientError::TaskFailed`] if the task did not succeed;
+    /// [`ClientError::Codec`] if the result does not decode as `R`.
+    pub fn call<T: Serialize, R: DeserializeOwned>(&mut self, kind: &str, input: &T, timeout: Duration) -> Result<R, ClientError> {
+        let bytes = Bincode::encode(input)?;
+        let t = self.submit_blocking(&Submit { kind, ..Submit::default() }, &bytes, timeout)?;
+        let r = self.wait_for(t, timeout)?;
+        if r.status != ResultStatus::Ok {
+            return Err(ClientError::TaskFailed { task_id: r.task_id, status: r.status, message: r.text() });
+        }
+        Ok(Bincode::decode(&r.body)?)
+    }
+}

@@ -1,0 +1,636 @@
+//! The task path through the loop: client submissions → delivery + router → workers' task rings
+//! → completions → delivery → client result rings. One [`Daemon::pump`] pass moves everything
+//! that is ready, publishing each ring once per pass.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use amp_ipc::wire::{
+    CompletionHeader, Outcome, ResultHeader, ResultStatus, SubmitHeader, TaskHeader, TAG_COMPLETION, TAG_SUBMIT,
+    TAG_TASK, TASK_HEADER_SIZE,
+};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::config::{Config, WorkerMode};
+use crate::control::proto::Response;
+use crate::delivery::{
+    Delivery, DeliveryAction, DeliveryOptions, FinalOutcome, LostCause, NewTask, Submitted, Submitter,
+    Take, TaskId,
+};
+use crate::router::{ClassId, Dispatch, KindRouter};
+
+use super::clients::Clients;
+use super::Daemon;
+
+/// Submitter id used for tasks submitted through the control socket (`ampctl submit`).
+pub const CONTROL_CLIENT: u64 = 0;
+/// Completions read from one worker per pass at most (fairness between rings).
+const READ_BUDGET: usize = 4096;
+
+/// A task in flight: where and since when (for the router's latency samples).
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    kind: u32,
+    unit: usize,
+    since: Instant,
+}
+
+/// An `ampctl submit --wait` waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    conn: usize,
+}
+
+/// Data-plane state of the daemon.
+pub struct Plane {
+    /// One router per kind id.
+    pub routers: Vec<KindRouter>,
+    /// Every task's fate.
+    pub delivery: Delivery,
+    /// Attached clients.
+    pub clients: Clients,
+    /// Kind names by id.
+    pub kind_names: Vec<String>,
+    /// Class names by index.
+    pub class_names: Vec<String>,
+    /// Largest task payload each kind's workers accept (min over them; None = no worker yet).
+    pub max_payload: Vec<Option<usize>>,
+    /// Client serial → slab key (serials are never reused, keys are).
+    client_keys: HashMap<u64, usize>,
+    next_client_serial: u64,
+    flights: HashMap<u64, Flight>,
+    waiters: HashMap<u64, Waiter>,
+    next_control_tag: u64,
+    dispatch_buf: Vec<Dispatch>,
+    /// Units whose tasks ring has unpublished records.
+    dirty_units: Vec<usize>,
+    /// Clients whose results ring has unpublished records.
+    dirty_clients: Vec<usize>,
+    /// Whether the last pass moved anything.
+    pub busy: bool,
+    /// Records the loop refused as malformed (per unit), for the log.
+    pub malformed: u64,
+}
+
+impl std::fmt::Debug for Plane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plane").field("kinds", &self.kind_names).finish_non_exhaustive()
+    }
+}
+
+impl Plane {
+    /// Builds the routers and the delivery core from the config.
+    ///
+    /// # Errors
+    /// Invalid class or kind settings.
+    pub fn new(cfg: &Config, seed: u64) -> anyhow::Result<Self> {
+        let kind_names: Vec<String> = cfg.kinds.keys().cloned().collect();
+        let mut routers = Vec::with_capacity(kind_names.len());
+        for (i, k) in cfg.kinds.values().enumerate() {
+            routers.push(KindRouter::new(k, &cfg.classes, seed ^ (i as u64 + 1), Duration::from_secs(10))?);
+        }
+        let delivery = Delivery::new(
+            cfg.kinds.values().cloned().collect(),
+            cfg.classes.len(),
+            DeliveryOptions::default(),
+            SmallRng::seed_from_u64(seed),
+        )?;
+        Ok(Self {
+            routers,
+            delivery,
+            clients: Clients::default(),
+            class_names: cfg.classes.iter().map(|c| c.name.clone()).collect(),
+            max_payload: vec![None; kind_names.len()],
+            kind_names,
+            client_keys: HashMap::new(),
+            next_client_serial: 1,
+            flights: HashMap::new(),
+            waiters: HashMap::new(),
+            next_control_tag: 1,
+            dispatch_buf: Vec::new(),
+            dirty_units: Vec::new(),
+            dirty_clients: Vec::new(),
+            busy: false,
+            malformed: 0,
+        })
+    }
+
+    /// Registers a new client's serial.
+    pub fn client_attached(&mut self, key: usize) -> u64 {
+        let serial = self.next_client_serial;
+        self.next_client_serial += 1;
+        self.client_keys.insert(serial, key);
+        serial
+    }
+
+    /// Forgets a client (its pending results are dropped when delivered).
+    pub fn client_gone(&mut self, key: usize) {
+        self.client_keys.retain(|_, k| *k != key);
+    }
+
+    fn serial_of(&self, key: usize) -> u64 {
+        self.client_keys.iter().find(|(_, k)| **k == key).map_or(u64::MAX, |(s, _)| *s)
+    }
+}
+
+fn status_and_body(o: &FinalOutcome) -> (ResultStatus, Vec<u8>) {
+    match o {
+        FinalOutcome::Ok(b) => (ResultStatus::Ok, b.clone()),
+        FinalOutcome::Failed { message } => (ResultStatus::Failed, message.clone().into_bytes()),
+        FinalOutcome::DeadlineExceeded => (ResultStatus::DeadlineExceeded, b"deadline exceeded before dispatch".to_vec()),
+        FinalOutcome::TimedOut { after } => {
+            (ResultStatus::Failed, format!("timed out: still running after {after:?}").into_bytes())
+        }
+        FinalOutcome::DeadLettered { reason } => (ResultStatus::DeadLettered, reason.clone().into_bytes()),
+        FinalOutcome::LoopLimit { payload, .. } => (ResultStatus::LoopLimit, payload.clone()),
+        FinalOutcome::Cancelled { reason } => (ResultStatus::Failed, format!("cancelled: {reason}").into_bytes()),
+        FinalOutcome::Rejected { reason } => (ResultStatus::Rejected, reason.clone().into_bytes()),
+    }
+}
+
+fn status_name(s: ResultStatus) -> &'static str {
+    match s {
+        ResultStatus::Ok => "ok",
+        ResultStatus::Failed => "failed",
+        ResultStatus::DeadlineExceeded => "deadline_exceeded",
+        ResultStatus::DeadLettered => "dead_lettered",
+        ResultStatus::Rejected => "rejected",
+        ResultStatus::LoopLimit => "loop_limit",
+    }
+}
+
+impl Daemon {
+    /// Moves everything that is ready: submissions in, completions in, dispatches out, results
+    /// out. Returns whether anything moved.
+    pub(super) fn pump(&mut self) -> bool {
+        let now = Instant::now();
+        let mut moved = false;
+        moved |= self.read_submissions(now);
+        moved |= self.read_completions(now);
+        if self.plane.delivery.next_deadline().is_some_and(|d| d <= now) {
+            let actions = self.plane.delivery.tick(now);
+            self.carry_out(now, actions);
+        }
+        moved |= self.dispatch_tasks(now);
+        self.flush_rings();
+        self.plane.busy = moved;
+        moved
+    }
+
+    fn read_submissions(&mut self, now: Instant) -> bool {
+        let keys: Vec<usize> = self.plane.clients.slab.iter().filter(|(_, c)| c.attached).map(|(k, _)| k).collect();
+        let mut moved = false;
+        for key in keys {
+            let serial = self.plane.serial_of(key);
+            let mut batch: Vec<(SubmitHeader, Option<String>, Vec<u8>)> = Vec::new();
+            let mut bad = None;
+            {
+                let Some(c) = self.plane.clients.slab.get_mut(key) else { continue };
+                if !c.drain_backlog() && !c.backlog.is_empty() {
+                    // The client does not read its results: stop taking its submissions until
+                    // it does (backpressure), so nothing is dropped.
+                    continue;
+                }
+                for _ in 0..READ_BUDGET {
+                    match c.end.completions.read() {
+                        Ok(Some(rec)) if rec.tag() == TAG_SUBMIT => match SubmitHeader::read(rec.data()) {
+                            Ok((h, key, payload)) => batch.push((
+                                h,
+                                key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                                payload.to_vec(),
+                            )),
+                            Err(e) => {
+                                bad = Some(e.to_string());
+                                break;
+                            }
+                        },
+                        Ok(Some(rec)) => {
+                            bad = Some(format!("unexpected record tag {} on a submission ring", rec.tag()));
+                            break;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            bad = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(why) = bad {
+                tracing::warn!(client = serial, "dropping client: {why}");
+                self.plane.malformed += 1;
+                self.drop_client(key);
+                continue;
+            }
+            moved |= !batch.is_empty();
+            for (h, key_s, payload) in batch {
+                let to = Submitter { client: serial, tag: h.ticket };
+                let deadline = (h.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(h.timeout_ms)));
+                let class = usize::try_from(h.class).unwrap_or(usize::MAX);
+                let parent = (h.parent != 0).then_some(TaskId(h.parent));
+                self.intake(now, to, h.kind, class, payload, deadline, key_s, parent);
+            }
+        }
+        moved
+    }
+
+    /// Accepts one submission (from a client ring or the control socket); answers rejections.
+    #[allow(clippy::too_many_arguments, reason = "one call site per intake path; a struct would only rename them")]
+    pub(super) fn intake(
+        &mut self,
+        now: Instant,
+        to: Submitter,
+        kind: u32,
+        class: usize,
+        payload: Vec<u8>,
+        deadline: Option<Instant>,
+        idempotency_key: Option<String>,
+        parent: Option<TaskId>,
+    ) -> Option<TaskId> {
+        let reject = |this: &mut Self, reason: String| {
+            this.answer(now, to, TaskId(0), FinalOutcome::Rejected { reason });
+            None
+        };
+        let Some(kname) = self.plane.kind_names.get(kind as usize).cloned() else {
+            return reject(self, format!("kind id {kind} is not served by this ampd"));
+        };
+        if class >= self.plane.class_names.len() {
+            return reject(self, format!("priority class {class} does not exist"));
+        }
+        if let Some(max) = self.plane.max_payload[kind as usize] {
+            if payload.len() > max {
+                return reject(self, format!("payload of {} bytes exceeds the {max} bytes kind {kname}'s workers accept (ring max_record)", payload.len()));
+            }
+        }
+        let mut t = NewTask::new(kind, class, payload, to);
+        t.deadline = deadline;
+        t.idempotency_key = idempotency_key;
+        t.parent = parent;
+        match self.plane.delivery.submit(now, t) {
+            Ok(Submitted::Queued(id)) => {
+                if let Err(full) = self.plane.routers[kind as usize].submit(id.0, ClassId::new(class)) {
+                    // Take it back out of the delivery core: it was never queued.
+                    let actions = self.plane.delivery.cancel(id, &full.to_string());
+                    for a in actions {
+                        if let DeliveryAction::Deliver { to, id, .. } = a {
+                            self.answer(now, to, id, FinalOutcome::Rejected { reason: full.to_string() });
+                        }
+                    }
+                    return None;
+                }
+                Some(id)
+            }
+            Ok(Submitted::Joined(id)) => Some(id),
+            Err(e) => reject(self, e.to_string()),
+        }
+    }
+
+    fn read_completions(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        for u in 0..self.units.len() {
+            moved |= self.read_unit_completions(u, now);
+        }
+        moved
+    }
+
+    /// Reads one unit's completions ring.
+    pub(super) fn read_unit_completions(&mut self, u: usize, now: Instant) -> bool {
+        let mut batch: Vec<(CompletionHeader, Outcome)> = Vec::new();
+        let mut bad = None;
+        {
+            let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) else { return false };
+            for _ in 0..READ_BUDGET {
+                match ipc.end.completions.read() {
+                    Ok(Some(rec)) if rec.tag() == TAG_COMPLETION => {
+                        match CompletionHeader::read(rec.data()).and_then(|(h, body)| Ok((h, Outcome::decode(h.status, body)?))) {
+                            Ok(x) => batch.push(x),
+                            Err(e) => {
+                                bad = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    Ok(Some(rec)) => {
+                        bad = Some(format!("unexpected record tag {} on a completions ring", rec.tag()));
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        bad = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        let moved = !batch.is_empty();
+        for (h, outcome) in batch {
+            if let Some(f) = self.plane.flights.remove(&h.id) {
+                if f.unit == u {
+                    let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Loopback { .. });
+                    let _ = self.plane.routers[f.kind as usize].completed(u, now.saturating_duration_since(f.since), ok, now);
+                } else {
+                    self.plane.flights.insert(h.id, f);
+                }
+            }
+            let actions = self.plane.delivery.completed(now, u, TaskId(h.id), h.attempt, outcome);
+            self.carry_out(now, actions);
+        }
+        if let Some(why) = bad {
+            // Shared memory written by the worker is untrusted: a malformed ring is the worker's
+            // fault; kill it (its tasks are requeued when its exit is seen).
+            self.plane.malformed += 1;
+            let name = self.units[u].name.clone();
+            tracing::error!(unit = %name, "worker wrote a malformed completions ring ({why}); killing it");
+            self.record(u, "quarantined", format!("malformed completions ring: {why}"));
+            if let Some(p) = &self.units[u].proc {
+                let _ = crate::sys::signal_group(p.pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        moved
+    }
+
+    fn dispatch_tasks(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        for k in 0..self.plane.routers.len() {
+            if !self.plane.routers[k].ready() {
+                continue;
+            }
+            let mut buf = std::mem::take(&mut self.plane.dispatch_buf);
+            buf.clear();
+            let limit = 4096;
+            self.plane.routers[k].dispatch_batch(now, limit, &mut buf);
+            for d in &buf {
+                moved = true;
+                self.send_task(now, k, *d);
+            }
+            self.plane.dispatch_buf = buf;
+        }
+        moved
+    }
+
+    fn send_task(&mut self, now: Instant, kind: usize, d: Dispatch) {
+        let id = TaskId(d.task);
+        let info = match self.plane.delivery.take_for_dispatch(now, id, d.unit) {
+            Take::Dispatch(info) => info,
+            Take::Expired(actions) => {
+                let _ = self.plane.routers[kind].abandoned(d.unit, now);
+                self.carry_out(now, actions);
+                return;
+            }
+            Take::Skip => {
+                let _ = self.plane.routers[kind].abandoned(d.unit, now);
+                return;
+            }
+        };
+        let header = TaskHeader {
+            id: info.id.0,
+            attempt: info.attempt,
+            kind: info.kind,
+            class: u32::try_from(info.class).unwrap_or(0),
+            flags: 0,
+            deadline_ns: info.deadline.map_or(0, |dl| {
+                let left = dl.saturating_duration_since(now);
+                crate::sys::monotonic_ns().saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
+            }),
+        };
+        let payload = info.payload;
+        let written = match self.units[d.unit].proc.as_mut().and_then(|p| p.ipc.as_mut()) {
+            Some(ipc) => match ipc.end.tasks.reserve(TASK_HEADER_SIZE + payload.len(), TAG_TASK) {
+                Ok(mut r) => {
+                    header.write(&mut r);
+                    r[TASK_HEADER_SIZE..].copy_from_slice(payload);
+                    r.commit();
+                    true
+                }
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if written {
+            self.plane.flights.insert(id.0, Flight { kind: u32::try_from(kind).unwrap_or(0), unit: d.unit, since: now });
+            if !self.plane.dirty_units.contains(&d.unit) {
+                self.plane.dirty_units.push(d.unit);
+            }
+        } else {
+            let _ = self.plane.routers[kind].abandoned(d.unit, now);
+            let actions = self.plane.delivery.dispatch_failed(id, d.unit);
+            self.carry_out(now, actions);
+        }
+    }
+
+    fn flush_rings(&mut self) {
+        for u in std::mem::take(&mut self.plane.dirty_units) {
+            if let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) {
+                let _ = ipc.end.tasks.flush();
+            }
+        }
+        for k in std::mem::take(&mut self.plane.dirty_clients) {
+            if let Some(c) = self.plane.clients.slab.get_mut(k) {
+                let _ = c.end.tasks.flush();
+            }
+        }
+    }
+
+    /// Carries out delivery actions.
+    pub(super) fn carry_out(&mut self, now: Instant, actions: Vec<DeliveryAction>) {
+        for a in actions {
+            match a {
+                DeliveryAction::Requeue { id, kind, class, front } => {
+                    let r = &mut self.plane.routers[kind as usize];
+                    if front {
+                        r.requeue(id.0, ClassId::new(class));
+                    } else if r.submit(id.0, ClassId::new(class)).is_err() {
+                        // Accepted once, never refused later: requeue ignores the limit.
+                        r.requeue(id.0, ClassId::new(class));
+                    }
+                }
+                DeliveryAction::Deliver { to, id, outcome } => self.answer(now, to, id, outcome),
+                DeliveryAction::KillWorker { unit, id } => {
+                    tracing::warn!(unit = %self.units[unit].name, task = id.0, "task ran past its kind's timeout: killing the worker");
+                    if let Some(p) = &self.units[unit].proc {
+                        let _ = crate::sys::signal_group(p.pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+                DeliveryAction::ScheduleRetry { id, attempt, at } => {
+                    tracing::debug!(task = id.0, attempt, in_ms = at.saturating_duration_since(now).as_millis() as u64, "retry scheduled");
+                }
+                DeliveryAction::DeadLetter { id, reason } => {
+                    tracing::warn!(task = id.0, "dead-lettered: {reason}");
+                    self.push_event(String::new(), "dead_lettered", format!("task {} {reason}", id.0));
+                }
+                DeliveryAction::Abandoned { id, unit } => tracing::debug!(task = id.0, unit, "abandoned"),
+                DeliveryAction::RerunFinished { id, outcome } => {
+                    tracing::info!(task = id.0, ok = outcome.is_ok(), "dead-letter re-run finished");
+                }
+            }
+        }
+    }
+
+    /// Sends a final outcome to its submitter.
+    fn answer(&mut self, now: Instant, to: Submitter, id: TaskId, outcome: FinalOutcome) {
+        let (status, body) = status_and_body(&outcome);
+        if to.client == CONTROL_CLIENT {
+            let Some(w) = self.plane.waiters.remove(&to.tag) else { return };
+            let resp = Response::ok(serde_json::json!({
+                "task_id": id.0,
+                "status": status_name(status),
+                "result": String::from_utf8_lossy(&body),
+            }));
+            self.control.respond(w.conn, &resp, self.poll.registry());
+            return;
+        }
+        let Some(&key) = self.plane.client_keys.get(&to.client) else { return };
+        let Some(c) = self.plane.clients.slab.get_mut(key) else { return };
+        let latency = self.plane.delivery.submitted_at(id).map_or(0, |t| u64::try_from(now.saturating_duration_since(t).as_nanos()).unwrap_or(0));
+        let attempts = match &outcome {
+            FinalOutcome::Rejected { .. } => 0,
+            _ => 1,
+        };
+        let h = ResultHeader { ticket: to.tag, task_id: id.0, status, attempts, latency_ns: latency };
+        c.push_result(h, &body);
+        if !self.plane.dirty_clients.contains(&key) {
+            self.plane.dirty_clients.push(key);
+        }
+    }
+
+    /// An `ampctl submit`: returns the immediate response, or `None` when it waits.
+    pub(super) fn control_submit(
+        &mut self,
+        conn: usize,
+        kind: &str,
+        priority: Option<&str>,
+        payload: Vec<u8>,
+        wait: bool,
+        timeout: Option<Duration>,
+        key: Option<String>,
+    ) -> Option<Response> {
+        let now = Instant::now();
+        let Some(k) = self.plane.kind_names.iter().position(|n| n == kind) else {
+            return Some(Response::err(format!(
+                "kind {kind:?} is not served by any worker (known kinds: {})",
+                self.plane.kind_names.join(", ")
+            )));
+        };
+        let class = match priority {
+            None => self.plane.class_names.len().saturating_sub(1),
+            Some(p) => match self.plane.class_names.iter().position(|c| c == p) {
+                Some(i) => i,
+                None => {
+                    return Some(Response::err(format!(
+                        "priority {p:?} does not exist (classes: {})",
+                        self.plane.class_names.join(", ")
+                    )))
+                }
+            },
+        };
+        let tag = self.plane.next_control_tag;
+        self.plane.next_control_tag += 1;
+        self.plane.waiters.insert(tag, Waiter { conn });
+        let to = Submitter { client: CONTROL_CLIENT, tag };
+        let deadline = timeout.map(|t| now + t);
+        let id = self.intake(now, to, u32::try_from(k).unwrap_or(0), class, payload, deadline, key, None);
+        // A rejection was answered inside intake (and removed the waiter).
+        let Some(id) = id else { return None };
+        if wait {
+            self.pump();
+            None
+        } else {
+            self.plane.waiters.remove(&tag);
+            self.pump();
+            Some(Response::ok(serde_json::json!({"task_id": id.0, "status": "queued"})))
+        }
+    }
+
+    /// A unit that serves kinds became ready: it gets credits.
+    pub(super) fn unit_ready(&mut self, u: usize) {
+        let w = &self.cfg.workers[self.units[u].worker];
+        let WorkerMode::Ipc(ic) = &w.mode else { return };
+        let Some(ipc) = self.units[u].proc.as_ref().and_then(|p| p.ipc.as_ref()) else { return };
+        let max = usize::try_from(ipc.seg.layout().tasks.max_record).unwrap_or(usize::MAX) - TASK_HEADER_SIZE;
+        for kname in &ic.kinds {
+            if let Some(k) = self.plane.kind_names.iter().position(|n| n == kname) {
+                let _ = self.plane.routers[k].worker_added(u, ic.concurrency);
+                let m = &mut self.plane.max_payload[k];
+                *m = Some(m.map_or(max, |x| x.min(max)));
+            }
+        }
+    }
+
+    /// A unit stops taking tasks (it is being stopped or drained).
+    pub(super) fn unit_draining(&mut self, u: usize) {
+        for r in &mut self.plane.routers {
+            let _ = r.set_draining(u, true);
+        }
+    }
+
+    /// A unit is gone: its completions are read one last time, its in-flight tasks requeued.
+    pub(super) fn unit_lost(&mut self, u: usize, cause: LostCause) {
+        let now = Instant::now();
+        self.read_unit_completions(u, now);
+        for r in &mut self.plane.routers {
+            let _ = r.worker_removed(u);
+        }
+        self.plane.flights.retain(|_, f| f.unit != u);
+        let actions = self.plane.delivery.worker_lost(now, u, cause);
+        self.carry_out(now, actions);
+    }
+
+    /// Removes a client (its connection closed or it misbehaved).
+    pub(super) fn drop_client(&mut self, key: usize) {
+        if let Some(c) = self.plane.clients.slab.try_remove(key) {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&c.end.completions.fd());
+            let _ = self.poll.registry().deregister(&mut mio::unix::SourceFd(&raw));
+            let _ = c.seg.unlink();
+        }
+        self.plane.client_gone(key);
+    }
+
+    /// Control-connection closed: forget its clients and waiters.
+    pub(super) fn conn_closed(&mut self, conn: usize) {
+        let keys: Vec<usize> = self.plane.clients.slab.iter().filter(|(_, c)| c.conn == conn).map(|(k, _)| k).collect();
+        for k in keys {
+            self.drop_client(k);
+        }
+        self.plane.waiters.retain(|_, w| w.conn != conn);
+    }
+
+    /// Consumer rings: publish the sleeping flag on each; `true` if any has data (do not sleep).
+    pub(super) fn prepare_sleep(&mut self) -> bool {
+        let mut data = false;
+        for u in &mut self.units {
+            if let Some(ipc) = u.proc.as_mut().and_then(|p| p.ipc.as_mut()) {
+                data |= ipc.end.completions.prepare_sleep().unwrap_or(true);
+            }
+        }
+        for (_, c) in &mut self.plane.clients.slab {
+            if c.attached {
+                data |= c.end.completions.prepare_sleep().unwrap_or(true);
+            }
+        }
+        data
+    }
+
+    /// After the poll: clear the flags and drain the doorbells.
+    pub(super) fn finish_sleep(&mut self) {
+        for u in &mut self.units {
+            if let Some(ipc) = u.proc.as_mut().and_then(|p| p.ipc.as_mut()) {
+                let _ = ipc.end.completions.finish_sleep();
+            }
+        }
+        for (_, c) in &mut self.plane.clients.slab {
+            let _ = c.end.completions.finish_sleep();
+        }
+    }
+
+    /// Work left for shutdown's report.
+    pub(super) fn unfinished_report(&mut self) {
+        let left = self.plane.delivery.unfinished();
+        if !left.is_empty() {
+            tracing::warn!(count = left.len(), "tasks not done at shutdown: {:?}", left.iter().take(20).map(|t| (t.id.0, &t.state)).collect::<Vec<_>>());
+        }
+        let actions = self.plane.delivery.cancel_all("ampd shut down before the task ran");
+        self.carry_out(Instant::now(), actions);
+        self.flush_rings();
+    }
+}
