@@ -74,3 +74,92 @@ kinds = ["echo"]
     assert_eq!(worker(&s, "echo").unwrap().state, "ready");
     let _ = d.shutdown(T);
 }
+
+/// ≥ 20 000 tasks while a random worker is SIGKILLed every ~50 ms: every task is accounted for —
+/// delivered exactly once (Ok with its own payload) or dead-lettered with a reason.
+#[test]
+fn kill_storm_loses_nothing_and_delivers_once() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.sleep]
+command = "amp-sleep"
+kinds = ["sleep"]
+replicas = 3
+restart = "always"
+concurrency = 32
+backoff = { initial = "10ms", max = "50ms", jitter = 0.0 }
+intensity = { max_restarts = 10000, window = "1m" }
+[kinds.sleep]
+queue_limit = 100000
+max_attempts = 10
+"#,
+    );
+    d.wait_ready(&["sleep#0", "sleep#1", "sleep#2"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let stop = Arc::clone(&stop);
+        let socket = d.socket.clone();
+        std::thread::spawn(move || {
+            let mut kills = 0u32;
+            let mut x = 0x9e37_79b9u64;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                let Ok(r) = amp_supervisor::control::client::request(&socket, serde_json::json!({"cmd": "status"}), Duration::from_secs(5)) else { continue };
+                let Some(s) = r.data.and_then(|v| serde_json::from_value::<amp_supervisor::control::proto::StatusData>(v).ok()) else { continue };
+                let pids: Vec<u32> = s.workers.iter().filter(|w| w.state == "ready").filter_map(|w| w.pid).collect();
+                if pids.is_empty() {
+                    continue;
+                }
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let pid = pids[(x % pids.len() as u64) as usize];
+                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).is_ok() {
+                    kills += 1;
+                }
+            }
+            kills
+        })
+    };
+    let n = 20_000u32;
+    let mut payload_of = HashMap::new();
+    for i in 0..n {
+        let p = format!("0.2 {i}");
+        let t = c.submit_blocking(&Submit { kind: "sleep", ..Submit::default() }, p.as_bytes(), T).expect("submit");
+        payload_of.insert(t, p);
+    }
+    let (mut ok, mut dead) = (0u32, 0u32);
+    let mut seen = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while seen.len() < n as usize {
+        assert!(std::time::Instant::now() < deadline, "only {} of {n} results after 120 s\n{}", seen.len(), d.log_text().lines().rev().take(30).collect::<Vec<_>>().join("\n"));
+        let Ok(r) = c.wait_result(Duration::from_secs(5)) else { continue };
+        assert!(seen.insert(r.ticket), "duplicate delivery of ticket {}", r.ticket);
+        match r.status {
+            ResultStatus::Ok => {
+                assert_eq!(r.body, payload_of[&r.ticket].as_bytes(), "wrong result for ticket {}", r.ticket);
+                ok += 1;
+            }
+            ResultStatus::DeadLettered => {
+                assert!(!r.body.is_empty(), "dead letter without a reason");
+                dead += 1;
+            }
+            other => panic!("ticket {} ended {other:?}: {}", r.ticket, r.text()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    // No stray duplicate arrives afterwards.
+    assert!(c.wait_result(Duration::from_millis(300)).is_err(), "a result arrived after all were delivered");
+    assert_eq!(ok + dead, n);
+    assert!(kills >= 3, "the storm killed only {kills} workers");
+    eprintln!("kill storm: {n} tasks, {kills} kills, {ok} ok, {dead} dead-lettered");
+    drop(c);
+    let _ = d.shutdown(T);
+}

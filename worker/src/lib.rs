@@ -62,7 +62,8 @@ pub fn digest(payload: &[u8], rounds: u32) -> u64 {
 }
 
 /// Parses a sleep request: the payload is a decimal number of milliseconds (UTF-8, e.g. `"25"`
-/// or `"2.5"`), or 8 bytes little-endian microseconds. Empty = 0.
+/// or `"2.5"`, optionally followed by whitespace and anything), or 8 bytes little-endian
+/// microseconds. Empty = 0.
 ///
 /// # Errors
 /// A message naming what was wrong.
@@ -71,7 +72,8 @@ pub fn parse_sleep(payload: &[u8]) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     if let Ok(text) = std::str::from_utf8(payload) {
-        let t = text.trim().trim_matches('"');
+        // The first word is the time; anything after it (e.g. a sequence number) is ignored.
+        let t = text.split_whitespace().next().unwrap_or("").trim_matches('"');
         if let Ok(ms) = t.parse::<f64>() {
             if ms.is_finite() && ms >= 0.0 && ms < 3.6e6 {
                 return Ok(Duration::from_secs_f64(ms / 1000.0));
@@ -104,6 +106,7 @@ mod tests {
         assert_eq!(parse_sleep(b"\"2.5\"").unwrap(), Duration::from_micros(2500));
         assert_eq!(parse_sleep(&1500u64.to_le_bytes()).unwrap(), Duration::from_micros(1500));
         assert_eq!(parse_sleep(b"").unwrap(), Duration::ZERO);
+        assert_eq!(parse_sleep(b"3 seq=17").unwrap(), Duration::from_millis(3));
         assert!(parse_sleep(b"-1").is_err());
         assert!(parse_sleep(b"soon").is_err());
     }
