@@ -36,6 +36,16 @@ enum Cmd {
     Status,
     /// Stop every worker in reverse dependency order and exit ampd.
     Shutdown,
+    /// Show or switch a kind's routing policy.
+    Route {
+        #[command(subcommand)]
+        op: RouteOp,
+    },
+    /// The dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        op: DlqOp,
+    },
     /// Submit a task.
     Submit {
         /// Task kind.
@@ -62,6 +72,38 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum RouteOp {
+    /// Policy and router state of one kind (or all).
+    Get {
+        /// Kind name.
+        kind: Option<String>,
+    },
+    /// Switch a kind's policy: round_robin, least_loaded, peak_ewma, learned.
+    Set {
+        /// Kind name.
+        kind: String,
+        /// New policy.
+        policy: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqOp {
+    /// List dead-lettered tasks.
+    List,
+    /// Re-run one dead-lettered task (or all).
+    Retry {
+        /// Task id.
+        id: Option<u64>,
+    },
+    /// Drop one dead-lettered task (or all).
+    Purge {
+        /// Task id.
+        id: Option<u64>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -74,6 +116,13 @@ fn main() -> ExitCode {
     let req = match &cli.cmd {
         Cmd::Status => serde_json::json!({"cmd": "status"}),
         Cmd::Shutdown => serde_json::json!({"cmd": "shutdown"}),
+        Cmd::Route { op: RouteOp::Get { kind } } => serde_json::json!({"cmd": "route_get", "kind": kind}),
+        Cmd::Route { op: RouteOp::Set { kind, policy } } => {
+            serde_json::json!({"cmd": "route_set", "kind": kind, "policy": policy})
+        }
+        Cmd::Dlq { op: DlqOp::List } => serde_json::json!({"cmd": "dlq_list"}),
+        Cmd::Dlq { op: DlqOp::Retry { id } } => serde_json::json!({"cmd": "dlq_retry", "id": id}),
+        Cmd::Dlq { op: DlqOp::Purge { id } } => serde_json::json!({"cmd": "dlq_purge", "id": id}),
         Cmd::Submit { kind, priority, payload_file, json, wait, deadline_ms, key } => {
             let mut r = serde_json::json!({"cmd": "submit", "kind": kind, "wait": wait});
             if let Some(p) = priority {
@@ -135,6 +184,22 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
                 Ok(s) => print!("{}", amp_supervisor::control::render::status_table(&s)),
                 Err(e) => eprintln!("ampctl: unexpected status payload: {e}"),
             },
+            (Cmd::Dlq { op: DlqOp::List }, Some(d)) => {
+                let entries = d.get("entries").and_then(|e| e.as_array()).cloned().unwrap_or_default();
+                println!("{:>8}  {:<12} {:>8}  REASON", "TASK", "KIND", "ATTEMPTS");
+                for e in entries {
+                    println!(
+                        "{:>8}  {:<12} {:>8}  {}",
+                        e["id"],
+                        e["kind"].as_str().unwrap_or("?"),
+                        e["attempts"],
+                        e["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            (Cmd::Route { .. } | Cmd::Dlq { .. }, Some(d)) => {
+                println!("{}", serde_json::to_string_pretty(d).unwrap_or_default());
+            }
             (Cmd::Submit { .. }, Some(d)) => {
                 let status = d.get("status").and_then(|s| s.as_str()).unwrap_or("?");
                 let id = d.get("task_id").and_then(serde_json::Value::as_u64).unwrap_or(0);

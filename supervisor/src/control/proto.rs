@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_VERSION: u32 = 1;
 
 /// Commands that take no arguments.
-const UNIT_COMMANDS: &[&str] = &["status", "shutdown", "attach"];
+const UNIT_COMMANDS: &[&str] = &["status", "shutdown", "attach", "dlq_list"];
 
 /// Longest request line accepted (bytes, without the newline).
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
@@ -29,6 +29,33 @@ pub enum Request {
     Attached {
         /// Client id from the attach answer.
         client: u64,
+    },
+    /// A kind's routing policy and router state (`kind` omitted: every kind).
+    RouteGet {
+        /// Kind name.
+        #[serde(default)]
+        kind: Option<String>,
+    },
+    /// Switches a kind's routing policy at runtime (nothing queued or in flight is lost).
+    RouteSet {
+        /// Kind name.
+        kind: String,
+        /// `round_robin`, `least_loaded`, `peak_ewma` or `learned`.
+        policy: crate::config::RouterPolicy,
+    },
+    /// Dead-letter queue entries.
+    DlqList,
+    /// Re-runs dead-lettered tasks (`id` omitted: all).
+    DlqRetry {
+        /// Task id.
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    /// Removes dead-lettered tasks (`id` omitted: all).
+    DlqPurge {
+        /// Task id.
+        #[serde(default)]
+        id: Option<u64>,
     },
     /// Submit one task.
     Submit {
@@ -85,6 +112,48 @@ pub struct StatusData {
     pub workers: Vec<WorkerStatus>,
     /// Events so far (oldest first, bounded), e.g. `ready echo`.
     pub events: Vec<EventRecord>,
+    /// Task queues per kind.
+    #[serde(default)]
+    pub queues: Vec<QueueStatus>,
+    /// Where every task is (delivery census).
+    #[serde(default)]
+    pub tasks: TaskCensus,
+}
+
+/// One kind's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// Kind name.
+    pub kind: String,
+    /// Routing policy.
+    pub policy: String,
+    /// Queued tasks per class, `(class, depth)`.
+    pub depth: Vec<(String, usize)>,
+    /// Submissions refused because the queue was full.
+    pub rejected: u64,
+    /// Tasks dispatched so far.
+    pub dispatched: u64,
+    /// Tasks in flight.
+    pub in_flight: u64,
+}
+
+/// Counts of tasks by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCensus {
+    /// Waiting in a queue.
+    pub queued: u64,
+    /// Dispatched, not completed.
+    pub in_flight: u64,
+    /// Waiting for a retry.
+    pub waiting_retry: u64,
+    /// In the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Answered.
+    pub done: u64,
+    /// Retries so far.
+    pub retried: u64,
+    /// Late or duplicate completions dropped.
+    pub late_dropped: u64,
 }
 
 /// One lifecycle event.

@@ -768,12 +768,42 @@ impl Daemon {
                 ready_ms: s.ready_at.map(|t| u64::try_from(t.saturating_duration_since(self.start).as_millis()).unwrap_or(0)),
             })
             .collect();
+        let queues = self
+            .plane
+            .routers
+            .iter()
+            .zip(&self.plane.kind_names)
+            .map(|(r, k)| {
+                let st = r.stats();
+                crate::control::proto::QueueStatus {
+                    kind: k.clone(),
+                    policy: st.policy.to_owned(),
+                    depth: st.queued,
+                    rejected: st.rejected,
+                    dispatched: st.dispatched,
+                    in_flight: st.in_flight,
+                }
+            })
+            .collect();
+        let c = self.plane.delivery.census();
+        let totals = &self.plane.delivery.stats().total;
+        let tasks = crate::control::proto::TaskCensus {
+            queued: c.queued,
+            in_flight: c.in_flight,
+            waiting_retry: c.waiting_retry,
+            dead_lettered: c.dead_lettered,
+            done: c.done,
+            retried: totals.retried,
+            late_dropped: totals.late_dropped,
+        };
         StatusData {
             pid: std::process::id(),
             uptime_s: self.start.elapsed().as_secs_f64(),
             shutting_down: self.shutting_down,
             workers,
             events: self.events.iter().cloned().collect(),
+            queues,
+            tasks,
         }
     }
 
@@ -784,6 +814,69 @@ impl Daemon {
             Request::Shutdown => {
                 self.feed(Event::Shutdown { fast: false });
                 (Response::ok(serde_json::json!({"shutting_down": true})), false)
+            }
+            Request::RouteGet { kind } => {
+                let now = Instant::now();
+                let mut out = serde_json::Map::new();
+                for (r, k) in self.plane.routers.iter().zip(&self.plane.kind_names) {
+                    if kind.as_ref().is_none_or(|want| want == k) {
+                        out.insert(k.clone(), r.describe(now));
+                    }
+                }
+                if out.is_empty() {
+                    return (Response::err(format!("unknown kind {:?} (kinds: {})", kind.unwrap_or_default(), self.plane.kind_names.join(", "))), false);
+                }
+                (Response::ok(serde_json::Value::Object(out)), false)
+            }
+            Request::RouteSet { kind, policy } => match self.plane.kind_names.iter().position(|k| *k == kind) {
+                Some(i) => {
+                    let old = self.plane.routers[i].stats().policy;
+                    self.plane.routers[i].set_policy(policy);
+                    let new = self.plane.routers[i].stats().policy;
+                    self.push_event(String::new(), "policy_changed", format!("kind {kind}: {old} -> {new}"));
+                    (Response::ok(serde_json::json!({"kind": kind, "policy": new, "was": old})), false)
+                }
+                None => (Response::err(format!("unknown kind {kind:?} (kinds: {})", self.plane.kind_names.join(", "))), false),
+            },
+            Request::DlqList => {
+                let now = Instant::now();
+                let list: Vec<serde_json::Value> = self
+                    .plane
+                    .delivery
+                    .dlq_list()
+                    .into_iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "id": e.id.0,
+                            "kind": self.plane.kind_names.get(e.kind as usize),
+                            "class": self.plane.class_names.get(e.class),
+                            "attempts": e.attempts,
+                            "reason": e.reason,
+                            "payload_len": e.payload_len,
+                            "age_ms": now.saturating_duration_since(e.at).as_millis() as u64,
+                        })
+                    })
+                    .collect();
+                (Response::ok(serde_json::json!({ "entries": list })), false)
+            }
+            Request::DlqRetry { id } => {
+                let sel = id.map_or(crate::delivery::DlqSelect::All, |i| crate::delivery::DlqSelect::One(crate::delivery::TaskId(i)));
+                match self.plane.delivery.dlq_retry(sel) {
+                    Ok(actions) => {
+                        let n = actions.iter().filter(|a| matches!(a, crate::delivery::DeliveryAction::Requeue { .. })).count();
+                        self.carry_out(Instant::now(), actions);
+                        self.pump();
+                        (Response::ok(serde_json::json!({ "requeued": n })), false)
+                    }
+                    Err(e) => (Response::err(e.to_string()), false),
+                }
+            }
+            Request::DlqPurge { id } => {
+                let sel = id.map_or(crate::delivery::DlqSelect::All, |i| crate::delivery::DlqSelect::One(crate::delivery::TaskId(i)));
+                match self.plane.delivery.dlq_purge(sel) {
+                    Ok(ids) => (Response::ok(serde_json::json!({ "purged": ids.iter().map(|i| i.0).collect::<Vec<_>>() })), false),
+                    Err(e) => (Response::err(e.to_string()), false),
+                }
             }
             // Handled in `dispatch` (they need the connection id).
             Request::Attach | Request::Attached { .. } | Request::Submit { .. } => {
