@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             std::process::exit(3);
         }
         let cmd = String::from_utf8_lossy(t.payload);
-        match cmd.trim() {
+        match cmd.trim().trim_matches('"') {
             "fail" => Outcome::Err { retryable: false, message: "failed as asked".into() },
             "retry" => Outcome::Err { retryable: true, message: "transient failure as asked".into() },
             "crash" => std::process::exit(3),
