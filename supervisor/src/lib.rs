@@ -7,6 +7,8 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod delivery;
 pub mod lifecycle;
+pub mod router;
 pub mod spec;
 pub mod sys;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use amp_supervisor::control::client::{self, ClientError};
+use amp_supervisor::control::render;
 use amp_supervisor::control::proto::{Response, StatusData};
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,58 @@ enum Cmd {
     Status,
     /// Stop every worker in reverse dependency order and exit ampd.
     Shutdown,
+    /// Start a stopped or failed worker (waits for its dependencies).
+    Start {
+        /// Worker or unit name.
+        name: String,
+    },
+    /// Stop a worker.
+    Stop {
+        /// Worker or unit name.
+        name: String,
+        /// Also stop the workers that depend on it.
+        #[arg(long)]
+        with_dependents: bool,
+    },
+    /// Restart a worker.
+    Restart {
+        /// Worker or unit name.
+        name: String,
+    },
+    /// Stop feeding a worker, let its in-flight tasks finish, then stop it.
+    Drain {
+        /// Worker or unit name.
+        name: String,
+    },
+    /// Stop taking new submissions.
+    Pause,
+    /// Take submissions again.
+    Resume,
+    /// A worker's recent output.
+    Logs {
+        /// Unit name.
+        name: String,
+        /// Lines to show.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Lifecycle and control events.
+    Events {
+        /// Keep following new events.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Workers with task counters, CPU and memory.
+    Workers,
+    /// Queue depths per kind and class.
+    Queues,
+    /// Tasks in flight per worker.
+    Tasks,
+    /// Per kind × worker: throughput, latency percentiles, errors.
+    Stats,
     /// Show or switch a kind's routing policy.
     Route {
         #[command(subcommand)]
@@ -116,6 +169,22 @@ fn main() -> ExitCode {
     let req = match &cli.cmd {
         Cmd::Status => serde_json::json!({"cmd": "status"}),
         Cmd::Shutdown => serde_json::json!({"cmd": "shutdown"}),
+        Cmd::Start { name } => serde_json::json!({"cmd": "start", "name": name}),
+        Cmd::Stop { name, with_dependents } => {
+            serde_json::json!({"cmd": "stop", "name": name, "with_dependents": with_dependents})
+        }
+        Cmd::Restart { name } => serde_json::json!({"cmd": "restart", "name": name}),
+        Cmd::Drain { name } => serde_json::json!({"cmd": "drain", "name": name}),
+        Cmd::Pause => serde_json::json!({"cmd": "pause"}),
+        Cmd::Resume => serde_json::json!({"cmd": "resume"}),
+        Cmd::Logs { name, lines, follow } => {
+            serde_json::json!({"cmd": "logs", "name": name, "lines": lines, "follow": follow})
+        }
+        Cmd::Events { follow } => serde_json::json!({"cmd": "events", "follow": follow}),
+        Cmd::Workers => serde_json::json!({"cmd": "workers"}),
+        Cmd::Queues => serde_json::json!({"cmd": "queues"}),
+        Cmd::Tasks => serde_json::json!({"cmd": "tasks"}),
+        Cmd::Stats => serde_json::json!({"cmd": "stats"}),
         Cmd::Route { op: RouteOp::Get { kind } } => serde_json::json!({"cmd": "route_get", "kind": kind}),
         Cmd::Route { op: RouteOp::Set { kind, policy } } => {
             serde_json::json!({"cmd": "route_set", "kind": kind, "policy": policy})
@@ -160,6 +229,10 @@ fn main() -> ExitCode {
     if matches!(cli.cmd, Cmd::Submit { wait: true, .. }) {
         timeout = timeout.max(Duration::from_secs(300));
     }
+    let follow = matches!(cli.cmd, Cmd::Logs { follow: true, .. } | Cmd::Events { follow: true });
+    if follow {
+        return stream(&cli, &socket, req, timeout);
+    }
     match client::request(&socket, req, timeout) {
         Ok(resp) => print_response(&cli, &resp),
         Err(e @ ClientError::Unreachable { .. }) => {
@@ -173,6 +246,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// Streams a following request until ampd closes the connection (or Ctrl-C).
+fn stream(cli: &Cli, socket: &std::path::Path, req: serde_json::Value, timeout: Duration) -> ExitCode {
+    let mut c = match client::Client::connect(socket, timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ampctl: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let first = match c.request(req) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ampctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = print_response(cli, &first);
+    if !first.ok {
+        return code;
+    }
+    if let Err(e) = c.set_read_timeout(None) {
+        eprintln!("ampctl: {e}");
+        return ExitCode::from(1);
+    }
+    loop {
+        match c.read_response() {
+            Ok(r) => {
+                if cli.json || cli.output == "json" {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                } else if let Some(d) = &r.data {
+                    if let Some(line) = d.get("line").and_then(|l| l.as_str()) {
+                        println!("{line}");
+                    } else if let Some(ev) = d.get("event") {
+                        println!("{}", render::event_line(ev));
+                    }
+                }
+            }
+            Err(_) => return ExitCode::SUCCESS,
+        }
+    }
+}
+
 fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
     if cli.json || cli.output == "json" {
         println!("{}", serde_json::to_string_pretty(resp).unwrap_or_default());
@@ -181,7 +296,7 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
     } else {
         match (&cli.cmd, &resp.data) {
             (Cmd::Status, Some(d)) => match serde_json::from_value::<StatusData>(d.clone()) {
-                Ok(s) => print!("{}", amp_supervisor::control::render::status_table(&s)),
+                Ok(s) => print!("{}", render::status_table(&s)),
                 Err(e) => eprintln!("ampctl: unexpected status payload: {e}"),
             },
             (Cmd::Dlq { op: DlqOp::List }, Some(d)) => {
@@ -197,7 +312,19 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
                     );
                 }
             }
-            (Cmd::Route { .. } | Cmd::Dlq { .. }, Some(d)) => {
+            (Cmd::Logs { .. }, Some(d)) => {
+                for l in d.get("lines").and_then(|l| l.as_array()).into_iter().flatten() {
+                    println!("{}", l.as_str().unwrap_or(""));
+                }
+            }
+            (Cmd::Events { .. }, Some(d)) => {
+                for ev in d.get("events").and_then(|l| l.as_array()).into_iter().flatten() {
+                    println!("{}", render::event_line(ev));
+                }
+            }
+            (Cmd::Stats, Some(d)) => print!("{}", render::stats_table(d)),
+            (Cmd::Workers, Some(d)) => print!("{}", render::workers_table(d)),
+            (Cmd::Route { .. } | Cmd::Dlq { .. } | Cmd::Queues | Cmd::Tasks, Some(d)) => {
                 println!("{}", serde_json::to_string_pretty(d).unwrap_or_default());
             }
             (Cmd::Submit { .. }, Some(d)) => {

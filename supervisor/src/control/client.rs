@@ -62,6 +62,14 @@ impl Client {
         self.read_response()
     }
 
+    /// Changes the read timeout (`None`: wait forever, for streams).
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> Result<(), ClientError> {
+        Ok(self.reader.get_ref().set_read_timeout(t)?)
+    }
+
     /// Reads the next response line (for streaming commands).
     ///
     /// # Errors

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_VERSION: u32 = 1;
 
 /// Commands that take no arguments.
-const UNIT_COMMANDS: &[&str] = &["status", "shutdown", "attach", "dlq_list"];
+const UNIT_COMMANDS: &[&str] =
+    &["status", "shutdown", "attach", "dlq_list", "pause", "resume", "workers", "queues", "tasks", "stats"];
 
 /// Longest request line accepted (bytes, without the newline).
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
@@ -30,6 +31,61 @@ pub enum Request {
         /// Client id from the attach answer.
         client: u64,
     },
+    /// Starts a stopped/failed worker (name or unit name).
+    Start {
+        /// Worker or unit name.
+        name: String,
+    },
+    /// Stops a worker (its dependents too with `with_dependents`).
+    Stop {
+        /// Worker or unit name.
+        name: String,
+        /// Also stop what depends on it.
+        #[serde(default)]
+        with_dependents: bool,
+    },
+    /// Restarts a worker.
+    Restart {
+        /// Worker or unit name.
+        name: String,
+    },
+    /// Stops feeding a worker, lets its in-flight tasks finish, then stops it.
+    Drain {
+        /// Worker or unit name.
+        name: String,
+    },
+    /// Stops taking new submissions (queued and in-flight work continues).
+    Pause,
+    /// Takes submissions again.
+    Resume,
+    /// The last lines a worker printed.
+    Logs {
+        /// Unit name.
+        name: String,
+        /// How many lines (default 100).
+        #[serde(default)]
+        lines: Option<usize>,
+        /// Keep the connection open and stream new lines.
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Lifecycle and control events.
+    Events {
+        /// Keep the connection open and stream new events.
+        #[serde(default)]
+        follow: bool,
+        /// Only events after this sequence number.
+        #[serde(default)]
+        since: Option<u64>,
+    },
+    /// Workers with their per-worker task counters.
+    Workers,
+    /// Queues per kind and class.
+    Queues,
+    /// Tasks in flight, per worker.
+    Tasks,
+    /// Per kind × worker: throughput, latency percentiles, errors.
+    Stats,
     /// A kind's routing policy and router state (`kind` omitted: every kind).
     RouteGet {
         /// Kind name.

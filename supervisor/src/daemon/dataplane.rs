@@ -71,6 +71,10 @@ pub struct Plane {
     pub busy: bool,
     /// Records the loop refused as malformed (per unit), for the log.
     pub malformed: u64,
+    /// Intake paused by `ampctl pause`.
+    pub paused: bool,
+    /// Latency and outcomes per (kind, unit).
+    pub pair_stats: std::collections::BTreeMap<(u32, usize), super::requests::PairStats>,
 }
 
 impl std::fmt::Debug for Plane {
@@ -113,6 +117,8 @@ impl Plane {
             dirty_clients: Vec::new(),
             busy: false,
             malformed: 0,
+            paused: false,
+            pair_stats: std::collections::BTreeMap::new(),
         })
     }
 
@@ -127,6 +133,14 @@ impl Plane {
     /// Forgets a client (its pending results are dropped when delivered).
     pub fn client_gone(&mut self, key: usize) {
         self.client_keys.retain(|_, k| *k != key);
+    }
+
+    /// Tasks in flight on `unit`: (id, kind, since).
+    #[must_use]
+    pub fn flights_on(&self, unit: usize) -> Vec<(u64, u32, Instant)> {
+        let mut v: Vec<_> = self.flights.iter().filter(|(_, f)| f.unit == unit).map(|(id, f)| (*id, f.kind, f.since)).collect();
+        v.sort_unstable_by_key(|x| x.0);
+        v
     }
 
     fn serial_of(&self, key: usize) -> u64 {
@@ -255,6 +269,9 @@ impl Daemon {
         let Some(kname) = self.plane.kind_names.get(kind as usize).cloned() else {
             return reject(self, format!("kind id {kind} is not served by this ampd"));
         };
+        if self.plane.paused {
+            return reject(self, "intake is paused (ampctl pause); retry after ampctl resume".to_owned());
+        }
         if class >= self.plane.class_names.len() {
             return reject(self, format!("priority class {class} does not exist"));
         }
@@ -328,7 +345,13 @@ impl Daemon {
             if let Some(f) = self.plane.flights.remove(&h.id) {
                 if f.unit == u {
                     let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Loopback { .. });
-                    let _ = self.plane.routers[f.kind as usize].completed(u, now.saturating_duration_since(f.since), ok, now);
+                    let latency = now.saturating_duration_since(f.since);
+                    let _ = self.plane.routers[f.kind as usize].completed(u, latency, ok, now);
+                    self.plane
+                        .pair_stats
+                        .entry((f.kind, u))
+                        .or_insert_with(|| super::requests::PairStats::new(now))
+                        .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), ok, now);
                 } else {
                     self.plane.flights.insert(h.id, f);
                 }

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod clients;
 mod dataplane;
 pub mod guard;
+mod requests;
 pub mod unit;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -100,6 +101,8 @@ pub struct Daemon {
     heartbeat_period: Duration,
     plane: dataplane::Plane,
     last_activity: Instant,
+    followers: requests::Followers,
+    draining: std::collections::BTreeSet<usize>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -215,6 +218,8 @@ impl Daemon {
             heartbeat_period,
             plane,
             last_activity: Instant::now(),
+            followers: requests::Followers::default(),
+            draining: std::collections::BTreeSet::new(),
         })
     }
 
@@ -263,6 +268,7 @@ impl Daemon {
             }
             for conn in self.control.take_closed() {
                 self.conn_closed(conn);
+                self.unfollow(conn);
             }
             if self.pump() {
                 self.last_activity = Instant::now();
@@ -471,8 +477,13 @@ impl Daemon {
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
             *pipe = None;
         }
-        for l in collected {
-            unit.output_line(stream, &l);
+        for l in &collected {
+            unit.output_line(stream, l);
+        }
+        if self.followers.logs.iter().any(|(_, fu)| *fu == u) {
+            for l in collected {
+                self.notify_log(u, &String::from_utf8_lossy(&l));
+            }
         }
     }
 
@@ -551,6 +562,7 @@ impl Daemon {
         for u in 0..self.units.len() {
             self.probe(u, now);
         }
+        self.check_drained();
     }
 
     fn probe(&mut self, u: usize, now: Instant) {
@@ -612,6 +624,8 @@ impl Daemon {
                 if let Some(p) = &self.units[unit.index()].proc {
                     p.send(ToWorker::Drain);
                 }
+                self.unit_draining(unit.index());
+                self.draining.insert(unit.index());
                 None
             }
             Action::Signal { pid, signal, .. } => {
@@ -688,6 +702,7 @@ impl Daemon {
             self.events.pop_front();
         }
         self.events.push_back(EventRecord { seq: self.event_seq, at_ms, unit, kind: kind.to_owned(), detail });
+        self.notify_event();
     }
 
     fn notice(&mut self, n: &Notice) {
@@ -878,10 +893,8 @@ impl Daemon {
                     Err(e) => (Response::err(e.to_string()), false),
                 }
             }
-            // Handled in `dispatch` (they need the connection id).
-            Request::Attach | Request::Attached { .. } | Request::Submit { .. } => {
-                (Response::err("internal: request routed wrongly"), false)
-            }
+            // Handled in `conn_request` / `more_requests` (they need the connection id).
+            _ => (Response::err("internal: request routed wrongly"), false),
         }
     }
 
@@ -935,7 +948,10 @@ impl Daemon {
                 };
                 self.control_submit(conn, &kind, priority.as_deref(), bytes, wait, timeout_ms.map(Duration::from_millis), idempotency_key)
             }
-            other => Some(self.request(other).0),
+            other => match self.more_requests(conn, other) {
+                Ok(resp) => resp,
+                Err(other) => Some(self.request(other).0),
+            },
         }
     }
 

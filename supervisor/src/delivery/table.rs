@@ -1,0 +1,419 @@
+//! The core's state: the task table, its indices, and the state transitions every operation
+//! goes through (so the indices and the census cannot drift apart).
+
+use super::budget::Bucket;
+use super::options::{DeliveryOptions, OptionsError};
+use super::stats::{Census, Counters, Stats};
+use super::types::{DeliveryAction, FinalOutcome, Submitter, TaskId};
+use crate::config::KindConfig;
+use rand::rngs::SmallRng;
+use slab::Slab;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+/// Where a task in the table is. A task answered for good is removed from the table (it is
+/// then `done` in the [`Census`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum State {
+    /// In its kind's queue (as far as the core knows: the event loop holds the queue).
+    Queued,
+    /// Dispatched to `unit`.
+    InFlight {
+        /// The unit.
+        unit: usize,
+        /// Dispatch time.
+        since: Instant,
+        /// When the kind's run timeout fires; `None`: no timeout, or it already fired.
+        timeout_at: Option<Instant>,
+        /// A [`DeliveryAction::KillWorker`] was issued for this task's run timeout.
+        kill_sent: bool,
+    },
+    /// Waiting for its retry backoff.
+    RetryWait {
+        /// When it is requeued.
+        at: Instant,
+    },
+    /// In the dead-letter queue.
+    DeadLettered {
+        /// Why.
+        reason: String,
+        /// Since when.
+        at: Instant,
+    },
+}
+
+/// One task in the table.
+#[derive(Debug, Clone)]
+pub(super) struct Task {
+    pub(super) id: TaskId,
+    pub(super) kind: u32,
+    pub(super) class: usize,
+    pub(super) payload: Vec<u8>,
+    pub(super) deadline: Option<Instant>,
+    /// Attempt number of the current (or next) dispatch; what the worker echoes. Never goes
+    /// down, so a completion of an earlier attempt can always be told apart.
+    pub(super) attempt: u32,
+    /// The attempt at which the current run started (1, or the attempt a dead-letter retry
+    /// started at): attempts counted against `max_attempts` are `attempt - first_attempt + 1`.
+    pub(super) first_attempt: u32,
+    /// Loopbacks taken.
+    pub(super) loops: u32,
+    /// Worker deaths it was in flight on (poison detection).
+    pub(super) deaths: u32,
+    pub(super) key: Option<String>,
+    pub(super) parent: Option<TaskId>,
+    pub(super) submitter: Submitter,
+    /// Further submitters that joined through the idempotency key.
+    pub(super) joined: Vec<Submitter>,
+    /// Its submitters were given their final outcome (it was dead-lettered); any later end is a
+    /// [`DeliveryAction::RerunFinished`].
+    pub(super) answered: bool,
+    pub(super) submitted_at: Instant,
+    pub(super) state: State,
+}
+
+impl Task {
+    /// Attempts made in the current run (counted against `max_attempts`).
+    pub(super) const fn tries(&self) -> u32 {
+        self.attempt - self.first_attempt + 1
+    }
+
+    /// Submitters still owed an answer.
+    pub(super) fn awaiting(&self) -> u64 {
+        if self.answered {
+            0
+        } else {
+            1 + self.joined.len() as u64
+        }
+    }
+}
+
+/// The delivery core: owns every task from [`Delivery::submit`] to its final outcome.
+///
+/// Pure: it never reads a clock (every call takes `now`), never touches a queue, ring or
+/// socket (it returns [`DeliveryAction`]s), and draws jitter only from the seeded RNG it was
+/// given. See the [module documentation](super) for how the event loop drives it.
+#[derive(Debug)]
+pub struct Delivery {
+    pub(super) kinds: Vec<KindConfig>,
+    pub(super) classes: usize,
+    pub(super) options: DeliveryOptions,
+    pub(super) rng: SmallRng,
+    /// The task table (queued, in flight, waiting for retry, dead-lettered).
+    pub(super) tasks: Slab<Task>,
+    /// Task id → slab key.
+    pub(super) index: HashMap<TaskId, usize>,
+    /// The in-flight table: tasks per unit.
+    pub(super) by_unit: BTreeMap<usize, BTreeSet<TaskId>>,
+    /// Retry timers.
+    pub(super) retries: BTreeSet<(Instant, TaskId)>,
+    /// Run-timeout timers.
+    pub(super) timeouts: BTreeSet<(Instant, TaskId)>,
+    /// Units a [`DeliveryAction::KillWorker`] was issued for and not yet reported lost.
+    pub(super) killing: BTreeSet<usize>,
+    /// Idempotency key → task, for tasks in the table and the most recent finished ones.
+    pub(super) keys: HashMap<String, TaskId>,
+    /// Keys of finished tasks, oldest first (forgotten beyond `key_retention`).
+    pub(super) retired_keys: VecDeque<String>,
+    pub(super) queued_per_kind: Vec<u64>,
+    pub(super) census: Census,
+    pub(super) stats: Stats,
+    pub(super) budget: Bucket,
+    pub(super) next_id: u64,
+    pub(super) intake_open: bool,
+    /// Accepted submissions (new and joined) not answered yet.
+    pub(super) awaiting: u64,
+    /// [`DeliveryAction::Deliver`]s emitted.
+    pub(super) answers: u64,
+}
+
+impl Delivery {
+    /// Builds the core. `kinds[i]` holds the settings of kind id `i` (the event loop interns
+    /// kind names in this order); `classes` is the number of priority classes.
+    ///
+    /// # Errors
+    /// [`OptionsError`] naming the first bad setting.
+    pub fn new(
+        kinds: Vec<KindConfig>,
+        classes: usize,
+        options: DeliveryOptions,
+        rng: SmallRng,
+    ) -> Result<Self, OptionsError> {
+        if u32::try_from(kinds.len()).is_err() {
+            return Err(OptionsError::TooManyKinds { count: kinds.len() });
+        }
+        if let Some(i) = kinds.iter().position(|k| k.max_attempts == 0) {
+            let kind = u32::try_from(i).unwrap_or(u32::MAX);
+            return Err(OptionsError::ZeroMaxAttempts { kind });
+        }
+        if classes == 0 {
+            return Err(OptionsError::NoClasses);
+        }
+        if options.poison_deaths == 0 {
+            return Err(OptionsError::ZeroPoisonDeaths);
+        }
+        let b = options.budget;
+        for (field, value) in [
+            ("ratio", b.ratio),
+            ("min_per_sec", b.min_per_sec),
+            ("capacity", b.capacity),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(OptionsError::InvalidBudget { field, value });
+            }
+        }
+        Ok(Self {
+            queued_per_kind: vec![0; kinds.len()],
+            stats: Stats::new(kinds.len()),
+            kinds,
+            classes,
+            options,
+            rng,
+            tasks: Slab::new(),
+            index: HashMap::new(),
+            by_unit: BTreeMap::new(),
+            retries: BTreeSet::new(),
+            timeouts: BTreeSet::new(),
+            killing: BTreeSet::new(),
+            keys: HashMap::new(),
+            retired_keys: VecDeque::new(),
+            census: Census::default(),
+            budget: Bucket::new(b),
+            next_id: 1,
+            intake_open: true,
+            awaiting: 0,
+            answers: 0,
+        })
+    }
+
+    /// The options it was built with.
+    #[must_use]
+    pub const fn options(&self) -> &DeliveryOptions {
+        &self.options
+    }
+
+    /// Counters since start (total and per kind).
+    #[must_use]
+    pub const fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Tokens left in the retry budget.
+    #[must_use]
+    pub const fn budget_tokens(&self) -> f64 {
+        self.budget.tokens()
+    }
+
+    /// Where every task ever submitted is now (each in exactly one bucket).
+    #[must_use]
+    pub const fn census(&self) -> Census {
+        self.census
+    }
+
+    /// Tasks dispatched and not yet completed (or lost).
+    #[must_use]
+    pub const fn in_flight_count(&self) -> u64 {
+        self.census.in_flight
+    }
+
+    /// Tasks in flight on `unit`.
+    #[must_use]
+    pub fn in_flight_on(&self, unit: usize) -> usize {
+        self.by_unit.get(&unit).map_or(0, BTreeSet::len)
+    }
+
+    /// The slab key of `id`, if it is in the table.
+    pub(super) fn key_of(&self, id: TaskId) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    /// Adds a new task (its state already set) to the table and its state's indices.
+    pub(super) fn insert(&mut self, task: Task) -> usize {
+        let id = task.id;
+        if let Some(k) = &task.key {
+            self.keys.insert(k.clone(), id);
+        }
+        self.awaiting += task.awaiting();
+        let key = self.tasks.insert(task);
+        self.index.insert(id, key);
+        self.index_state(key);
+        key
+    }
+
+    /// Moves task `key` to `state`, keeping every index and the census in step.
+    pub(super) fn set_state(&mut self, key: usize, state: State) {
+        self.unindex_state(key);
+        self.tasks[key].state = state;
+        self.index_state(key);
+    }
+
+    /// Takes task `key` out of the table for good: it is `done`. Its idempotency key is kept
+    /// for `key_retention` more finished tasks.
+    pub(super) fn remove(&mut self, key: usize) -> Task {
+        self.unindex_state(key);
+        let task = self.tasks.remove(key);
+        self.index.remove(&task.id);
+        self.census.done += 1;
+        if let Some(k) = &task.key {
+            self.retired_keys.push_back(k.clone());
+            while self.retired_keys.len() > self.options.key_retention {
+                if let Some(old) = self.retired_keys.pop_front() {
+                    self.keys.remove(&old);
+                }
+            }
+        }
+        task
+    }
+
+    fn index_state(&mut self, key: usize) {
+        let t = &self.tasks[key];
+        match &t.state {
+            State::Queued => {
+                self.census.queued += 1;
+                self.queued_per_kind[t.kind as usize] += 1;
+            }
+            State::InFlight {
+                unit, timeout_at, ..
+            } => {
+                self.census.in_flight += 1;
+                self.by_unit.entry(*unit).or_default().insert(t.id);
+                if let Some(at) = timeout_at {
+                    self.timeouts.insert((*at, t.id));
+                }
+            }
+            State::RetryWait { at } => {
+                self.census.waiting_retry += 1;
+                self.retries.insert((*at, t.id));
+            }
+            State::DeadLettered { .. } => self.census.dead_lettered += 1,
+        }
+    }
+
+    pub(super) fn unindex_state(&mut self, key: usize) {
+        let t = &self.tasks[key];
+        match &t.state {
+            State::Queued => {
+                self.census.queued -= 1;
+                self.queued_per_kind[t.kind as usize] -= 1;
+            }
+            State::InFlight {
+                unit, timeout_at, ..
+            } => {
+                self.census.in_flight -= 1;
+                if let Some(set) = self.by_unit.get_mut(unit) {
+                    set.remove(&t.id);
+                    if set.is_empty() {
+                        self.by_unit.remove(unit);
+                    }
+                }
+                if let Some(at) = timeout_at {
+                    self.timeouts.remove(&(*at, t.id));
+                }
+            }
+            State::RetryWait { at } => {
+                self.census.waiting_retry -= 1;
+                self.retries.remove(&(*at, t.id));
+            }
+            State::DeadLettered { .. } => self.census.dead_lettered -= 1,
+        }
+    }
+
+    /// Ends task `key` with `outcome`: removes it and answers its submitters (or, for a
+    /// dead-letter re-run, reports [`DeliveryAction::RerunFinished`]).
+    pub(super) fn finish(
+        &mut self,
+        key: usize,
+        outcome: FinalOutcome,
+        out: &mut Vec<DeliveryAction>,
+    ) {
+        let task = self.remove(key);
+        if task.answered {
+            self.stats.bump(task.kind, |c| c.reruns_finished += 1);
+            out.push(DeliveryAction::RerunFinished {
+                id: task.id,
+                outcome,
+            });
+            return;
+        }
+        let count: fn(&mut Counters) = match &outcome {
+            FinalOutcome::Ok(_) => |c| c.delivered_ok += 1,
+            FinalOutcome::Failed { .. } => |c| c.failed += 1,
+            FinalOutcome::DeadlineExceeded => |c| c.deadline_exceeded += 1,
+            FinalOutcome::TimedOut { .. } => |c| c.timed_out += 1,
+            FinalOutcome::LoopLimit { .. } => |c| c.loop_limited += 1,
+            FinalOutcome::Cancelled { .. } => |c| c.cancelled += 1,
+            // Counted where they happen (dead_letter) or never produced here (Rejected).
+            FinalOutcome::DeadLettered { .. } | FinalOutcome::Rejected { .. } => |_| {},
+        };
+        self.stats.bump(task.kind, count);
+        self.answer(task.id, task.submitter, &task.joined, outcome, out);
+    }
+
+    /// Emits one [`DeliveryAction::Deliver`] per submitter (the original first).
+    fn answer(
+        &mut self,
+        id: TaskId,
+        submitter: Submitter,
+        joined: &[Submitter],
+        outcome: FinalOutcome,
+        out: &mut Vec<DeliveryAction>,
+    ) {
+        let n = joined.len() as u64 + 1;
+        match joined.split_last() {
+            None => out.push(DeliveryAction::Deliver {
+                to: submitter,
+                id,
+                outcome,
+            }),
+            Some((&last, rest)) => {
+                for &to in std::iter::once(&submitter).chain(rest) {
+                    out.push(DeliveryAction::Deliver {
+                        to,
+                        id,
+                        outcome: outcome.clone(),
+                    });
+                }
+                out.push(DeliveryAction::Deliver {
+                    to: last,
+                    id,
+                    outcome,
+                });
+            }
+        }
+        self.answers += n;
+        self.awaiting -= n;
+    }
+
+    /// Moves task `key` to the dead-letter queue, answering its submitters with
+    /// [`FinalOutcome::DeadLettered`] unless they were answered already.
+    pub(super) fn dead_letter(
+        &mut self,
+        now: Instant,
+        key: usize,
+        reason: String,
+        poison: bool,
+        out: &mut Vec<DeliveryAction>,
+    ) {
+        let t = &mut self.tasks[key];
+        let (id, kind) = (t.id, t.kind);
+        let first = !t.answered;
+        let joined = std::mem::take(&mut t.joined);
+        let submitter = t.submitter;
+        t.answered = true;
+        self.stats.bump(kind, |c| {
+            c.dead_lettered += 1;
+            c.poisoned += u64::from(poison);
+        });
+        out.push(DeliveryAction::DeadLetter {
+            id,
+            reason: reason.clone(),
+        });
+        if first {
+            let outcome = FinalOutcome::DeadLettered {
+                reason: reason.clone(),
+            };
+            self.answer(id, submitter, &joined, outcome, out);
+        }
+        self.set_state(key, State::DeadLettered { reason, at: now });
+    }
+}
