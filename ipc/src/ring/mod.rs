@@ -64,7 +64,7 @@ use std::sync::Arc;
 use amp_shm_layout::{check_ring, LayoutError, RecordHeader, RECORD_HEADER_SIZE};
 
 pub use consumer::{Consumer, Record};
-pub use producer::{Producer, Reservation};
+pub use producer::{Producer, ProducerStats, Reservation};
 
 use crate::sync::RingHeader;
 
