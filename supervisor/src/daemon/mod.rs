@@ -103,6 +103,7 @@ pub struct Daemon {
     last_activity: Instant,
     followers: requests::Followers,
     draining: std::collections::BTreeSet<usize>,
+    notify: Option<sys::notify::Notifier>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -220,6 +221,13 @@ impl Daemon {
             last_activity: Instant::now(),
             followers: requests::Followers::default(),
             draining: std::collections::BTreeSet::new(),
+            notify: match sys::notify::Notifier::from_env() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("NOTIFY_SOCKET is set but unusable: {e}");
+                    None
+                }
+            },
         })
     }
 
@@ -719,7 +727,18 @@ impl Daemon {
                 };
                 self.unit_lost(unit.index(), cause);
             }
-            Notice::ShutdownStarted { .. } => self.plane.delivery.stop_intake(),
+            Notice::ShutdownStarted { .. } => {
+                self.plane.delivery.stop_intake();
+                self.sd_notify("STOPPING=1\nSTATUS=shutting down");
+            }
+            Notice::StartupComplete { failed } => {
+                let msg = format!("READY=1\nSTATUS={} units started, {} failed", self.units.len() - failed.len(), failed.len());
+                self.sd_notify(&msg);
+            }
+            Notice::Failed { unit, reason } => {
+                let msg = format!("STATUS=worker {} failed: {reason}", self.units[unit.index()].name);
+                self.sd_notify(&msg);
+            }
             _ => {}
         }
         let name = |s: &Self, u: UnitId| s.units.get(u.index()).map(|x| x.name.clone()).unwrap_or_default();
@@ -760,6 +779,14 @@ impl Daemon {
             _ => tracing::info!(unit = %unit, "{kind} {detail}"),
         }
         self.push_event(unit, kind, detail);
+    }
+
+    fn sd_notify(&self, msg: &str) {
+        if let Some(n) = &self.notify {
+            if let Err(e) = n.send(msg) {
+                tracing::warn!("sd_notify failed: {e}");
+            }
+        }
     }
 
     fn status(&self) -> StatusData {

@@ -15,6 +15,7 @@
 //! | [`clock`] | [`monotonic_ns`] |
 //! | [`probe`] | [`tcp_probe`], [`exec_probe`] |
 //! | [`resolve`] | [`resolve_command`] |
+//! | [`notify`] | [`notify::Notifier`] (systemd `sd_notify`) |
 //!
 //! # Contract with the event loop
 //!
@@ -37,6 +38,7 @@
 )]
 
 pub mod clock;
+pub mod notify;
 pub mod output;
 pub mod pidfd;
 pub mod probe;
