@@ -226,7 +226,8 @@ impl Delivery {
         (self.answers, self.awaiting)
     }
 
-    /// When task `id` was submitted (for latency accounting); `None` once it is done.
+    /// When task `id` was submitted; `None` once it is done (so not any more when its
+    /// `Deliver` actions are carried out).
     #[must_use]
     pub fn submitted_at(&self, id: TaskId) -> Option<Instant> {
         self.key_of(id).map(|k| self.tasks[k].submitted_at)

@@ -60,8 +60,9 @@
 //! 1. [`Delivery::new`] with each kind's [`crate::config::KindConfig`] in kind-id order, the
 //!    number of priority classes, [`DeliveryOptions`] and a seeded RNG.
 //! 2. A client submits: [`Delivery::submit`]. `Ok(Submitted::Queued(id))` → push `id` at the
-//!    back of the queue for (kind, class); `Ok(Submitted::Joined(_))` → nothing; `Err(e)` →
-//!    answer the client [`FinalOutcome::Rejected`] with `e.to_string()`.
+//!    back of the queue for (kind, class) (if the queue refuses it, [`Delivery::withdraw`] it
+//!    and answer `Rejected`); `Ok(Submitted::Joined(_))` → nothing; `Err(e)` → answer the
+//!    client [`FinalOutcome::Rejected`] with `e.to_string()`.
 //! 3. The router pops an id for `unit`: [`Delivery::take_for_dispatch`]. `Take::Dispatch` →
 //!    write the task record (header fields from [`DispatchInfo`], then the payload); if it
 //!    cannot be written, [`Delivery::dispatch_failed`]. `Take::Expired(actions)` → carry them
