@@ -321,7 +321,13 @@ impl Worker {
     /// Publishes pending completions and wakes ampd if it sleeps.
     fn flush(&mut self) -> Result<(), WorkerError> {
         self.unflushed = 0;
-        Ok(self.end.completions.flush()?)
+        self.end.completions.flush()?;
+        let st = self.end.completions.producer().stats();
+        let ctl = self.seg.control();
+        // Relaxed: counters for observers; they order nothing.
+        ctl.wakeups_sent.store(st.wakeups, Ordering::Relaxed);
+        ctl.records_sent.store(st.records, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Waits for the next task (copying its payload out of the ring). Returns `None` once ampd

@@ -111,7 +111,9 @@ pub struct RingHeader {
     pub tail: CacheLine<AtomicU64>,
     /// The consumer's sleeping flag: `0` while the consumer is awake; otherwise the (odd, nonzero)
     /// sleep epoch the consumer set just before blocking on its eventfd. Written only by the
-    /// consumer (SeqCst); read by the producer (SeqCst) after publishing.
+    /// consumer (Relaxed, followed by a SeqCst fence, then a re-check of `head`); read by the
+    /// producer (Relaxed, after its Release store of `head` and a SeqCst fence). The two fences
+    /// make the Dekker handshake: see `docs/shm-layout.md`.
     pub sleeping: CacheLine<AtomicU32>,
 }
 

@@ -75,6 +75,8 @@ pub struct Ampd {
     pub log: PathBuf,
     /// The scratch directory (config, socket, log).
     pub scratch: Scratch,
+    /// Exit status, once seen.
+    pub exited: Option<ExitStatus>,
 }
 
 impl Ampd {
@@ -102,15 +104,19 @@ impl Ampd {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn ampd");
-        let me = Self { child: Some(child), socket, config, shm_prefix, log, scratch };
+        let mut me = Self { child: Some(child), socket, config, shm_prefix, log, scratch, exited: None };
         me.wait_socket(Duration::from_secs(10));
         me
     }
 
-    fn wait_socket(&self, timeout: Duration) {
+    fn wait_socket(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            // It may already have come and gone (a startup that aborts at once).
+            if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -177,10 +183,14 @@ impl Ampd {
     /// Waits for ampd to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
+        if let Some(st) = self.exited {
+            return st;
+        }
         let child = self.child.as_mut().expect("ampd running");
         loop {
             if let Some(st) = child.try_wait().expect("try_wait") {
                 self.child = None;
+                self.exited = Some(st);
                 return st;
             }
             if Instant::now() > deadline {

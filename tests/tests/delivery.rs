@@ -589,7 +589,6 @@ fn queue_limit_rejects_beyond_the_limit() {
 
 /// `status` counts the submissions refused at `queue_limit` (`queues[].rejected`).
 #[test]
-#[ignore = "bug: status queues[].rejected stays 0: the delivery core refuses at queue_limit before the router, whose counter status reports"]
 fn status_counts_queue_limit_rejections() {
     let (mut d, results) = flood_a_small_queue();
     let rejected = results
@@ -605,7 +604,6 @@ fn status_counts_queue_limit_rejections() {
 
 /// A result's header reports the attempts the task took and its time inside ampd.
 #[test]
-#[ignore = "bug: result headers carry attempts = 1 always and latency 0 for tasks that finished (daemon/dataplane.rs `answer`)"]
 fn result_reports_attempts_and_latency() {
     let mut d = Ampd::start(
         "",

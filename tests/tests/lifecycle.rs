@@ -224,7 +224,7 @@ replicas = 2
         everyone.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
     );
     assert!(eventually(Duration::from_secs(2), || d.shm_leftovers().is_empty()), "{:?}", d.shm_leftovers());
-    assert!(eventually(Duration::from_secs(2), || !d.socket.exists()), "socket left behind");
+    assert!(eventually(Duration::from_secs(2), || !d.socket.exists()), "socket left behind\n{}", d.log_text());
 }
 
 #[test]

@@ -57,7 +57,7 @@ impl Consumer {
         // before any record is read.
         let tail = h.tail.value.load(Ordering::Relaxed);
         let head = h.head.value.load(Ordering::Relaxed);
-        if tail % 8 != 0 || head % 8 != 0 || tail > head || head - tail > mem.capacity {
+        if tail % 8 != 0 || head % 8 != 0 || tail > head || head - tail > mem.capacity || head > super::MAX_INDEX {
             return Err(RingError::Corrupt(Corruption::TailInvalid { tail, head }));
         }
         Ok(Self {
@@ -106,6 +106,10 @@ impl Consumer {
         }
         if now % 8 != 0 {
             return Err(self.poison(Corruption::HeadUnaligned { head: now }));
+        }
+        if now > super::MAX_INDEX {
+            let (tail, capacity) = (self.released, self.mem.capacity);
+            return Err(self.poison(Corruption::HeadOverrun { head: now, tail, capacity }));
         }
         if now - self.released > self.mem.capacity {
             let (tail, capacity) = (self.released, self.mem.capacity);

@@ -68,6 +68,10 @@ pub use producer::{Producer, ProducerStats, Reservation};
 
 use crate::sync::RingHeader;
 
+/// Largest index accepted from shared memory (2^62 bytes: decades of traffic at 10 GB/s).
+/// Anything above it is refused as corrupt, so index arithmetic can never overflow.
+pub const MAX_INDEX: u64 = 1 << 62;
+
 /// Default number of records a consumer reads before it stores its `tail` (see
 /// `shared/MEASUREMENTS.md`: releasing every ~32 records keeps the producer fed).
 pub const DEFAULT_RELEASE_EVERY: u32 = 32;

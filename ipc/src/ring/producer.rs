@@ -57,7 +57,9 @@ impl Producer {
         // and only used as starting points.
         let head = h.head.value.load(Ordering::Relaxed);
         let tail = h.tail.value.load(Ordering::Relaxed);
-        if head % 8 != 0 || tail > head || tail % 8 != 0 || head - tail > mem.capacity {
+        // Indices start at 0 and grow by bytes moved: 2^62 is decades of traffic, so anything
+        // above it is garbage (and would overflow the additions below).
+        if head % 8 != 0 || tail > head || tail % 8 != 0 || head - tail > mem.capacity || head > super::MAX_INDEX {
             return Err(RingError::Corrupt(Corruption::TailInvalid { tail, head }));
         }
         Ok(Self {

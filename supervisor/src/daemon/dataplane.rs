@@ -73,6 +73,10 @@ pub struct Plane {
     pub malformed: u64,
     /// Intake paused by `ampctl pause`.
     pub paused: bool,
+    /// Submissions refused per kind (queue full, paused, too large), for `status`.
+    pub rejected: Vec<u64>,
+    /// Per task until it is answered: intake time and latest attempt (for result headers).
+    meta: HashMap<u64, (Instant, u32)>,
     /// Latency and outcomes per (kind, unit).
     pub pair_stats: std::collections::BTreeMap<(u32, usize), super::requests::PairStats>,
 }
@@ -118,6 +122,8 @@ impl Plane {
             busy: false,
             malformed: 0,
             paused: false,
+            rejected: vec![0; cfg.kinds.len()],
+            meta: HashMap::new(),
             pair_stats: std::collections::BTreeMap::new(),
         })
     }
@@ -230,6 +236,8 @@ impl Daemon {
                         }
                     }
                 }
+                // Hand the space back now: a producer waiting for room must never wait on us.
+                c.end.completions.release();
             }
             if let Some(why) = bad {
                 tracing::warn!(client = serial, "dropping client: {why}");
@@ -263,6 +271,9 @@ impl Daemon {
         parent: Option<TaskId>,
     ) -> Option<TaskId> {
         let reject = |this: &mut Self, reason: String| {
+            if let Some(r) = this.plane.rejected.get_mut(kind as usize) {
+                *r += 1;
+            }
             this.answer(now, to, TaskId(0), FinalOutcome::Rejected { reason });
             None
         };
@@ -286,6 +297,7 @@ impl Daemon {
         t.parent = parent;
         match self.plane.delivery.submit(now, t) {
             Ok(Submitted::Queued(id)) => {
+                self.plane.meta.insert(id.0, (now, 0));
                 if let Err(full) = self.plane.routers[kind as usize].submit(id.0, ClassId::new(class)) {
                     // Take it back out of the delivery core: it was never queued.
                     let actions = self.plane.delivery.cancel(id, &full.to_string());
@@ -299,6 +311,10 @@ impl Daemon {
                 Some(id)
             }
             Ok(Submitted::Joined(id)) => Some(id),
+            Err(crate::delivery::SubmitError::QueueFull { limit, .. }) => reject(
+                self,
+                format!("queue of kind {kname} is full ({limit} tasks queued); retry later or raise queue_limit in [kinds.{kname}]"),
+            ),
             Err(e) => reject(self, e.to_string()),
         }
     }
@@ -339,6 +355,7 @@ impl Daemon {
                     }
                 }
             }
+            ipc.end.completions.release();
         }
         let moved = !batch.is_empty();
         for (h, outcome) in batch {
@@ -418,6 +435,7 @@ impl Daemon {
             }),
         };
         let payload = info.payload;
+        let attempt = info.attempt;
         let written = match self.units[d.unit].proc.as_mut().and_then(|p| p.ipc.as_mut()) {
             Some(ipc) => match ipc.end.tasks.reserve(TASK_HEADER_SIZE + payload.len(), TAG_TASK) {
                 Ok(mut r) => {
@@ -431,6 +449,9 @@ impl Daemon {
             None => false,
         };
         if written {
+            if let Some(m) = self.plane.meta.get_mut(&id.0) {
+                m.1 = attempt;
+            }
             self.plane.flights.insert(id.0, Flight { kind: u32::try_from(kind).unwrap_or(0), unit: d.unit, since: now });
             if !self.plane.dirty_units.contains(&d.unit) {
                 self.plane.dirty_units.push(d.unit);
@@ -446,6 +467,11 @@ impl Daemon {
         for u in std::mem::take(&mut self.plane.dirty_units) {
             if let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) {
                 let _ = ipc.end.tasks.flush();
+                // Published for observers (metrics); Relaxed: counters order nothing.
+                let st = ipc.end.tasks.producer().stats();
+                let ctl = ipc.seg.control();
+                ctl.supervisor_wakeups_sent.store(st.wakeups, std::sync::atomic::Ordering::Relaxed);
+                ctl.supervisor_records_sent.store(st.records, std::sync::atomic::Ordering::Relaxed);
             }
         }
         for k in std::mem::take(&mut self.plane.dirty_clients) {
@@ -461,11 +487,11 @@ impl Daemon {
             match a {
                 DeliveryAction::Requeue { id, kind, class, front } => {
                     let r = &mut self.plane.routers[kind as usize];
+                    // Accepted once, never refused later: both ignore the queue limit.
                     if front {
                         r.requeue(id.0, ClassId::new(class));
-                    } else if r.submit(id.0, ClassId::new(class)).is_err() {
-                        // Accepted once, never refused later: requeue ignores the limit.
-                        r.requeue(id.0, ClassId::new(class));
+                    } else {
+                        r.requeue_back(id.0, ClassId::new(class));
                     }
                 }
                 DeliveryAction::Deliver { to, id, outcome } => self.answer(now, to, id, outcome),
@@ -494,10 +520,12 @@ impl Daemon {
     fn answer(&mut self, now: Instant, to: Submitter, id: TaskId, outcome: FinalOutcome) {
         let (status, body) = status_and_body(&outcome);
         if to.client == CONTROL_CLIENT {
+            let attempts = self.plane.meta.remove(&id.0).map_or(0, |m| m.1);
             let Some(w) = self.plane.waiters.remove(&to.tag) else { return };
             let resp = Response::ok(serde_json::json!({
                 "task_id": id.0,
                 "status": status_name(status),
+                "attempts": attempts,
                 "result": String::from_utf8_lossy(&body),
             }));
             self.control.respond(w.conn, &resp, self.poll.registry());
@@ -505,11 +533,8 @@ impl Daemon {
         }
         let Some(&key) = self.plane.client_keys.get(&to.client) else { return };
         let Some(c) = self.plane.clients.slab.get_mut(key) else { return };
-        let latency = self.plane.delivery.submitted_at(id).map_or(0, |t| u64::try_from(now.saturating_duration_since(t).as_nanos()).unwrap_or(0));
-        let attempts = match &outcome {
-            FinalOutcome::Rejected { .. } => 0,
-            _ => 1,
-        };
+        let (since, attempts) = self.plane.meta.remove(&id.0).unwrap_or((now, 0));
+        let latency = u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
         let h = ResultHeader { ticket: to.tag, task_id: id.0, status, attempts, latency_ns: latency };
         c.push_result(h, &body);
         if !self.plane.dirty_clients.contains(&key) {

@@ -110,12 +110,24 @@ pub fn guard_main(shm_prefix: &str, socket: &Path, ampd_pid: u32) -> i32 {
         }
     }
     let removed = sweep_creator(shm_prefix, ampd_pid);
-    if std::os::unix::net::UnixStream::connect(socket).is_err() {
-        let _ = std::fs::remove_file(socket);
+    // Remove the socket unless a live listener (a new ampd) answers on it. A connect can
+    // briefly succeed while the dead ampd's listener is still being torn down, so ask a few
+    // times before deciding someone else owns it.
+    let mut socket_removed = false;
+    for _ in 0..20 {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(_) => {
+                socket_removed = std::fs::remove_file(socket).is_ok();
+                break;
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(25)),
+        }
     }
     eprintln!(
-        "ampd-guard: ampd {ampd_pid} died; killed {} process group(s), removed {removed} segment(s)",
-        groups.len()
+        "ampd-guard: ampd {ampd_pid} died; killed {} process group(s), removed {removed} segment(s){}",
+        groups.len(),
+        if socket_removed { " and the control socket" } else { "" }
     );
     1
 }

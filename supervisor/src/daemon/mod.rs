@@ -815,13 +815,14 @@ impl Daemon {
             .routers
             .iter()
             .zip(&self.plane.kind_names)
-            .map(|(r, k)| {
+            .zip(&self.plane.rejected)
+            .map(|((r, k), rejected)| {
                 let st = r.stats();
                 crate::control::proto::QueueStatus {
                     kind: k.clone(),
                     policy: st.policy.to_owned(),
                     depth: st.queued,
-                    rejected: st.rejected,
+                    rejected: st.rejected + rejected,
                     dispatched: st.dispatched,
                     in_flight: st.in_flight,
                 }

@@ -202,7 +202,7 @@ fn fill_region(shm: &Shm, fill: Fill, seed: u64, from: u64) -> Vec<u64> {
 
 /// Whether an endpoint may attach at these indices (the rule both constructors apply).
 fn attachable(cap: u64, head: u64, tail: u64) -> bool {
-    head % 8 == 0 && tail % 8 == 0 && tail <= head && head - tail <= cap
+    head % 8 == 0 && tail % 8 == 0 && tail <= head && head - tail <= cap && head <= crate::ring::MAX_INDEX
 }
 
 /// Ring geometry for the fuzz: small regions (256 B ..= 4 KiB), so random headers are hit often.
@@ -322,8 +322,9 @@ proptest! {
         )),
         (fill, seed) in (fill_strategy(), any::<u64>()),
     ) {
-        // The laid stream (if any) starts at the consumer's position.
-        let start = tail0 & !7;
+        // The laid stream (if any) starts at the consumer's position (kept attachable: the
+        // low bits, hence the region position, are those of `tail0`).
+        let start = tail0 & !7 & (crate::ring::MAX_INDEX - 1);
         let shm = Shm::new(cap, max);
         let bounds = fill_region(&shm, fill, seed, start);
         let head_sel = head0;
@@ -553,13 +554,14 @@ proptest! {
 /// a release build wraps and publishes a head that went backwards.
 ///
 /// Free-running indices never get there by counting (2^64 bytes), only by attaching to memory
-/// a peer (or a stale segment) left in that state. Known issue, reported to the lead; run with
-/// `--ignored` to reproduce.
+/// a peer (or a stale segment) left in that state. Fixed: indices above `MAX_INDEX` (2^62)
+/// are refused at attach (and as a consumer's head), so the additions cannot overflow.
 #[test]
-#[ignore = "known issue: Producer::new accepts indices within capacity of u64::MAX, reserve then overflows"]
 fn producer_attached_near_the_index_limit_overflows() {
     let shm = Shm::with_indices(256, 64, u64::MAX - 7, u64::MAX - 7);
     let attached = shm.producer();
+    assert!(attached.is_err(), "indices near u64::MAX must be refused at attach");
+    assert!(shm.consumer().is_err(), "indices near u64::MAX must be refused at attach");
     if let Ok(mut tx) = attached {
         // Expected: an error (refused attach or Corrupt), never a panic.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.push(1, b"12345678")));
