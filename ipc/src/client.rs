@@ -40,7 +40,9 @@ use crate::ring::RingError;
 use crate::segment::{Segment, SegmentError};
 use crate::signal::{Doorbell, WaitError};
 pub use crate::wire::ResultStatus;
-use crate::wire::{ResultHeader, SubmitHeader, SUBMIT_HAS_KEY, SUBMIT_HEADER_SIZE, TAG_RESULT, TAG_SUBMIT};
+use crate::wire::{
+    ResultHeader, SubmitHeader, SUBMIT_HAS_KEY, SUBMIT_HEADER_SIZE, TAG_RESULT, TAG_SUBMIT,
+};
 
 /// A submission's handle: results carry it back.
 pub type Ticket = u64;
@@ -185,8 +187,13 @@ fn read_line_with_fds(sock: &UnixStream) -> Result<(String, Vec<OwnedFd>), Clien
     loop {
         let mut cmsg = nix::cmsg_space!([RawFd; 4]);
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(|e| ClientError::Io(e.into()))?;
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| ClientError::Io(e.into()))?;
         for c in msg.cmsgs().map_err(|e| ClientError::Io(e.into()))? {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 for fd in raw {
@@ -210,7 +217,8 @@ fn read_line_with_fds(sock: &UnixStream) -> Result<(String, Vec<OwnedFd>), Clien
 }
 
 fn field<'a>(v: &'a serde_json::Value, name: &str) -> Result<&'a serde_json::Value, ClientError> {
-    v.get(name).ok_or_else(|| ClientError::Attach(format!("attach answer lacks `{name}`: {v}")))
+    v.get(name)
+        .ok_or_else(|| ClientError::Attach(format!("attach answer lacks `{name}`: {v}")))
 }
 
 impl Client {
@@ -219,44 +227,72 @@ impl Client {
     /// # Errors
     /// [`ClientError::Unreachable`], [`ClientError::Attach`], mapping errors.
     pub fn connect(socket: &Path) -> Result<Self, ClientError> {
-        let mut s = UnixStream::connect(socket)
-            .map_err(|source| ClientError::Unreachable { path: socket.display().to_string(), source })?;
+        let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+            path: socket.display().to_string(),
+            source,
+        })?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         s.write_all(b"{\"v\":1,\"cmd\":\"attach\"}\n")?;
         let (line, mut fds) = read_line_with_fds(&s)?;
         let resp: serde_json::Value =
             serde_json::from_str(&line).map_err(|e| ClientError::Attach(format!("{e}: {line}")))?;
         if resp.get("ok") != Some(&serde_json::Value::Bool(true)) {
-            let msg = resp.get("error").and_then(|e| e.as_str()).unwrap_or("unknown error");
+            let msg = resp
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("unknown error");
             return Err(ClientError::Attach(msg.to_owned()));
         }
         let data = field(&resp, "data")?;
         if fds.len() != 2 {
-            return Err(ClientError::Attach(format!("expected 2 doorbell fds, got {}", fds.len())));
+            return Err(ClientError::Attach(format!(
+                "expected 2 doorbell fds, got {}",
+                fds.len()
+            )));
         }
         let completions_fd = fds.pop().ok_or(ClientError::Disconnected)?;
         let tasks_fd = fds.pop().ok_or(ClientError::Disconnected)?;
-        let name = field(data, "segment")?.as_str().unwrap_or_default().to_owned();
+        let name = field(data, "segment")?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let client_id = field(data, "client")?.as_u64().unwrap_or_default();
         let kinds = field(data, "kinds")?
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|k| Some((k.get(1)?.as_str()?.to_owned(), u32::try_from(k.get(0)?.as_u64()?).ok()?)))
+                    .filter_map(|k| {
+                        Some((
+                            k.get(1)?.as_str()?.to_owned(),
+                            u32::try_from(k.get(0)?.as_u64()?).ok()?,
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default();
         let classes = field(data, "classes")?
             .as_array()
-            .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         let seg = Arc::new(Segment::open(&name)?);
-        let end = PeerEnd::new(&seg, Doorbell::from_owned(tasks_fd)?, Doorbell::from_owned(completions_fd)?)?;
+        let end = PeerEnd::new(
+            &seg,
+            Doorbell::from_owned(tasks_fd)?,
+            Doorbell::from_owned(completions_fd)?,
+        )?;
         let max_record = usize::try_from(seg.layout().completions.max_record).unwrap_or(usize::MAX);
-        s.write_all(format!("{{\"v\":1,\"cmd\":\"attached\",\"client\":{client_id}}}\n").as_bytes())?;
+        s.write_all(
+            format!("{{\"v\":1,\"cmd\":\"attached\",\"client\":{client_id}}}\n").as_bytes(),
+        )?;
         let (line, _) = read_line_with_fds(&s)?;
         if !line.contains("\"ok\":true") {
-            return Err(ClientError::Attach(format!("ampd refused the attach confirmation: {line}")));
+            return Err(ClientError::Attach(format!(
+                "ampd refused the attach confirmation: {line}"
+            )));
         }
         s.set_read_timeout(None)?;
         Ok(Self {
@@ -287,7 +323,10 @@ impl Client {
         self.kinds.get(kind).copied().ok_or_else(|| {
             let mut known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
             known.sort_unstable();
-            ClientError::UnknownKind { kind: kind.to_owned(), known: known.join(", ") }
+            ClientError::UnknownKind {
+                kind: kind.to_owned(),
+                known: known.join(", "),
+            }
         })
     }
 
@@ -299,7 +338,10 @@ impl Client {
                 .iter()
                 .position(|k| k == c)
                 .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| ClientError::UnknownClass { class: c.to_owned(), known: self.classes.join(", ") }),
+                .ok_or_else(|| ClientError::UnknownClass {
+                    class: c.to_owned(),
+                    known: self.classes.join(", "),
+                }),
         }
     }
 
@@ -316,14 +358,19 @@ impl Client {
         let key_len = key.map_or(0, |k| 2 + k.len());
         let len = SUBMIT_HEADER_SIZE + key_len + payload.len();
         if len > self.max_record || key.is_some_and(|k| k.len() > usize::from(u16::MAX)) {
-            return Err(ClientError::TooLarge { len: payload.len(), max: self.max_record - SUBMIT_HEADER_SIZE - key_len });
+            return Err(ClientError::TooLarge {
+                len: payload.len(),
+                max: self.max_record - SUBMIT_HEADER_SIZE - key_len,
+            });
         }
         let ticket = self.next_ticket;
         let h = SubmitHeader {
             ticket,
             kind,
             class,
-            timeout_ms: opts.timeout.map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)),
+            timeout_ms: opts.timeout.map_or(0, |t| {
+                u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
             flags: if key.is_some() { SUBMIT_HAS_KEY } else { 0 },
             parent: 0,
         };
@@ -365,7 +412,13 @@ impl Client {
     /// # Errors
     /// As [`push`](Self::push).
     pub fn submit(&mut self, kind: &str, payload: &[u8]) -> Result<Ticket, ClientError> {
-        let t = self.push(&Submit { kind, ..Submit::default() }, payload)?;
+        let t = self.push(
+            &Submit {
+                kind,
+                ..Submit::default()
+            },
+            payload,
+        )?;
         self.flush()?;
         Ok(t)
     }
@@ -374,7 +427,11 @@ impl Client {
     ///
     /// # Errors
     /// As [`push`](Self::push).
-    pub fn submit_with(&mut self, opts: &Submit<'_>, payload: &[u8]) -> Result<Ticket, ClientError> {
+    pub fn submit_with(
+        &mut self,
+        opts: &Submit<'_>,
+        payload: &[u8],
+    ) -> Result<Ticket, ClientError> {
         let t = self.push(opts, payload)?;
         self.flush()?;
         Ok(t)
@@ -384,7 +441,12 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Full`] if still full at the deadline; as [`push`](Self::push) otherwise.
-    pub fn submit_blocking(&mut self, opts: &Submit<'_>, payload: &[u8], timeout: Duration) -> Result<Ticket, ClientError> {
+    pub fn submit_blocking(
+        &mut self,
+        opts: &Submit<'_>,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Ticket, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.submit_with(opts, payload) {
@@ -430,7 +492,9 @@ impl Client {
         if self.ready.is_empty() {
             self.poll_results()?;
         }
-        let Some(&t) = self.ready.keys().next() else { return Ok(None) };
+        let Some(&t) = self.ready.keys().next() else {
+            return Ok(None);
+        };
         Ok(self.ready.remove(&t))
     }
 
@@ -448,7 +512,9 @@ impl Client {
             if left.is_zero() {
                 return Err(ClientError::Timeout(timeout));
             }
-            self.end.tasks.wait(Some(left.min(Duration::from_millis(100))))?;
+            self.end
+                .tasks
+                .wait(Some(left.min(Duration::from_millis(100))))?;
         }
     }
 
@@ -456,7 +522,11 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Timeout`], ring and wait errors.
-    pub fn wait_for(&mut self, ticket: Ticket, timeout: Duration) -> Result<TaskResult, ClientError> {
+    pub fn wait_for(
+        &mut self,
+        ticket: Ticket,
+        timeout: Duration,
+    ) -> Result<TaskResult, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(r) = self.ready.remove(&ticket) {
@@ -469,7 +539,9 @@ impl Client {
             if left.is_zero() {
                 return Err(ClientError::Timeout(timeout));
             }
-            self.end.tasks.wait(Some(left.min(Duration::from_millis(100))))?;
+            self.end
+                .tasks
+                .wait(Some(left.min(Duration::from_millis(100))))?;
         }
     }
 
@@ -478,12 +550,28 @@ impl Client {
     /// # Errors
     /// Submission and wait errors; [`ClientError::TaskFailed`] if the task did not succeed;
     /// [`ClientError::Codec`] if the result does not decode as `R`.
-    pub fn call<T: Serialize, R: DeserializeOwned>(&mut self, kind: &str, input: &T, timeout: Duration) -> Result<R, ClientError> {
+    pub fn call<T: Serialize, R: DeserializeOwned>(
+        &mut self,
+        kind: &str,
+        input: &T,
+        timeout: Duration,
+    ) -> Result<R, ClientError> {
         let bytes = Bincode::encode(input)?;
-        let t = self.submit_blocking(&Submit { kind, ..Submit::default() }, &bytes, timeout)?;
+        let t = self.submit_blocking(
+            &Submit {
+                kind,
+                ..Submit::default()
+            },
+            &bytes,
+            timeout,
+        )?;
         let r = self.wait_for(t, timeout)?;
         if r.status != ResultStatus::Ok {
-            return Err(ClientError::TaskFailed { task_id: r.task_id, status: r.status, message: r.text() });
+            return Err(ClientError::TaskFailed {
+                task_id: r.task_id,
+                status: r.status,
+                message: r.text(),
+            });
         }
         Ok(Bincode::decode(&r.body)?)
     }

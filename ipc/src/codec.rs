@@ -46,14 +46,18 @@ pub struct Bincode;
 
 impl Codec for Bincode {
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-        bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| CodecError::Encode(e.to_string()))
+        bincode::serde::encode_to_vec(value, bincode::config::standard())
+            .map_err(|e| CodecError::Encode(e.to_string()))
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         let (v, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
             .map_err(|e| CodecError::Decode(e.to_string()))?;
         if used != bytes.len() {
-            return Err(CodecError::Decode(format!("{} trailing bytes", bytes.len() - used)));
+            return Err(CodecError::Decode(format!(
+                "{} trailing bytes",
+                bytes.len() - used
+            )));
         }
         Ok(v)
     }

@@ -48,7 +48,11 @@ impl SupervisorEnd {
     ///
     /// # Errors
     /// [`RingError::Corrupt`] for invalid indices.
-    pub fn new(seg: &Arc<Segment>, tasks_bell: Doorbell, completions_bell: Doorbell) -> Result<Self, RingError> {
+    pub fn new(
+        seg: &Arc<Segment>,
+        tasks_bell: Doorbell,
+        completions_bell: Doorbell,
+    ) -> Result<Self, RingError> {
         Ok(Self {
             tasks: Sender::new(producer(seg, RingSide::Tasks)?, tasks_bell),
             completions: Receiver::new(consumer(seg, RingSide::Completions)?, completions_bell),
@@ -71,7 +75,11 @@ impl PeerEnd {
     ///
     /// # Errors
     /// [`RingError::Corrupt`] for invalid indices.
-    pub fn new(seg: &Arc<Segment>, tasks_bell: Doorbell, completions_bell: Doorbell) -> Result<Self, RingError> {
+    pub fn new(
+        seg: &Arc<Segment>,
+        tasks_bell: Doorbell,
+        completions_bell: Doorbell,
+    ) -> Result<Self, RingError> {
         Ok(Self {
             tasks: Receiver::new(consumer(seg, RingSide::Tasks)?, tasks_bell),
             completions: Sender::new(producer(seg, RingSide::Completions)?, completions_bell),

@@ -75,7 +75,12 @@ pub struct WorkerParams {
 
 impl Default for WorkerParams {
     fn default() -> Self {
-        Self { heartbeat_interval_ms: 100, spin: crate::signal::DEFAULT_SPIN, publish_every: 1, extra: BTreeMap::new() }
+        Self {
+            heartbeat_interval_ms: 100,
+            spin: crate::signal::DEFAULT_SPIN,
+            publish_every: 1,
+            extra: BTreeMap::new(),
+        }
     }
 }
 

@@ -52,7 +52,9 @@ impl Doorbell {
         // SAFETY: the caller hands over ownership of `fd`; amp only ever passes eventfds here
         // (created by `Doorbell::new` on the other side). Were it another kind of fd, reads and
         // writes of 8 bytes would fail with an error, not cause undefined behaviour.
-        Ok(Self { fd: unsafe { EventFd::from_owned_fd(fd) } })
+        Ok(Self {
+            fd: unsafe { EventFd::from_owned_fd(fd) },
+        })
     }
 
     /// Rings: adds 1 to the counter. A saturated counter (`EAGAIN`) already means "wake up".
@@ -181,7 +183,12 @@ impl Sender {
     /// # Errors
     /// [`SendError::Ring`] with `Full` if there was still no room at the deadline, or the ring's
     /// other errors; [`SendError::Wake`] if the doorbell could not be written.
-    pub fn send_until(&mut self, tag: u16, bytes: &[u8], deadline: Instant) -> Result<(), SendError> {
+    pub fn send_until(
+        &mut self,
+        tag: u16,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> Result<(), SendError> {
         let mut spins = 0u32;
         loop {
             match self.producer.push(tag, bytes) {
@@ -216,7 +223,11 @@ impl Receiver {
     /// Pairs a consumer with the doorbell its producer rings.
     #[must_use]
     pub fn new(consumer: Consumer, bell: Doorbell) -> Self {
-        Self { consumer, bell, spin: DEFAULT_SPIN }
+        Self {
+            consumer,
+            bell,
+            spin: DEFAULT_SPIN,
+        }
     }
 
     /// Sets the spin window (ring checks before sleeping; 0 = sleep at once).

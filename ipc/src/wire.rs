@@ -31,6 +31,9 @@ pub const RESULT_HEADER_SIZE: usize = 32;
 /// `SubmitHeader::flags` bit: the body starts with a `u16` length and an idempotency key.
 pub const SUBMIT_HAS_KEY: u32 = 1;
 
+/// A decoded submission: header, optional idempotency key, payload.
+pub type Submission<'a> = (SubmitHeader, Option<&'a [u8]>, &'a [u8]);
+
 /// Fixed header of a submission.
 ///
 /// | offset | size | field |
@@ -75,10 +78,14 @@ impl SubmitHeader {
     ///
     /// # Errors
     /// [`WireError`] for a short record or a key length past the end.
-    pub fn read(record: &[u8]) -> Result<(Self, Option<&[u8]>, &[u8]), WireError> {
+    pub fn read(record: &[u8]) -> Result<Submission<'_>, WireError> {
         if record.len() < SUBMIT_HEADER_SIZE {
             let (len, need) = (record.len(), SUBMIT_HEADER_SIZE);
-            return Err(WireError::Short { what: "submission", len, need });
+            return Err(WireError::Short {
+                what: "submission",
+                len,
+                need,
+            });
         }
         let h = Self {
             ticket: u64_at(record, 0),
@@ -93,12 +100,20 @@ impl SubmitHeader {
             return Ok((h, None, body));
         }
         if body.len() < 2 {
-            return Err(WireError::Short { what: "submission key", len: body.len(), need: 2 });
+            return Err(WireError::Short {
+                what: "submission key",
+                len: body.len(),
+                need: 2,
+            });
         }
         let n = usize::from(u16::from_le_bytes([body[0], body[1]]));
         let rest = &body[2..];
         if n > rest.len() {
-            return Err(WireError::BadLength { what: "idempotency key", len: n as u64, available: rest.len() });
+            return Err(WireError::BadLength {
+                what: "idempotency key",
+                len: n as u64,
+                available: rest.len(),
+            });
         }
         let (key, payload) = rest.split_at(n);
         Ok((h, Some(key), payload))
@@ -136,7 +151,12 @@ impl ResultStatus {
             3 => Self::DeadLettered,
             4 => Self::Rejected,
             5 => Self::LoopLimit,
-            _ => return Err(WireError::BadValue { what: "result status", value: u64::from(v) }),
+            _ => {
+                return Err(WireError::BadValue {
+                    what: "result status",
+                    value: u64::from(v),
+                })
+            }
         })
     }
 }
@@ -186,7 +206,11 @@ impl ResultHeader {
     pub fn read(record: &[u8]) -> Result<(Self, &[u8]), WireError> {
         if record.len() < RESULT_HEADER_SIZE {
             let (len, need) = (record.len(), RESULT_HEADER_SIZE);
-            return Err(WireError::Short { what: "result", len, need });
+            return Err(WireError::Short {
+                what: "result",
+                len,
+                need,
+            });
         }
         let h = Self {
             ticket: u64_at(record, 0),
@@ -295,7 +319,11 @@ impl TaskHeader {
     /// [`WireError::Short`] if the record is shorter than the header.
     pub fn read(record: &[u8]) -> Result<(Self, &[u8]), WireError> {
         if record.len() < TASK_HEADER_SIZE {
-            return Err(WireError::Short { what: "task", len: record.len(), need: TASK_HEADER_SIZE });
+            return Err(WireError::Short {
+                what: "task",
+                len: record.len(),
+                need: TASK_HEADER_SIZE,
+            });
         }
         let h = Self {
             id: u64_at(record, 0),
@@ -330,7 +358,12 @@ impl Status {
             1 => Self::Failed,
             2 => Self::Retryable,
             3 => Self::Loopback,
-            _ => return Err(WireError::BadValue { what: "completion status", value: u64::from(v) }),
+            _ => {
+                return Err(WireError::BadValue {
+                    what: "completion status",
+                    value: u64::from(v),
+                })
+            }
         })
     }
 }
@@ -380,7 +413,11 @@ impl CompletionHeader {
     pub fn read(record: &[u8]) -> Result<(Self, &[u8]), WireError> {
         if record.len() < COMPLETION_HEADER_SIZE {
             let (len, need) = (record.len(), COMPLETION_HEADER_SIZE);
-            return Err(WireError::Short { what: "completion", len, need });
+            return Err(WireError::Short {
+                what: "completion",
+                len,
+                need,
+            });
         }
         let h = Self {
             id: u64_at(record, 0),
@@ -399,12 +436,20 @@ impl CompletionHeader {
 /// [`WireError`] if the reason length is out of bounds.
 pub fn split_loopback(body: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
     if body.len() < 4 {
-        return Err(WireError::Short { what: "loopback", len: body.len(), need: 4 });
+        return Err(WireError::Short {
+            what: "loopback",
+            len: body.len(),
+            need: 4,
+        });
     }
     let n = u32_at(body, 0) as usize;
     let rest = &body[4..];
     if n > rest.len() {
-        return Err(WireError::BadLength { what: "loopback reason", len: n as u64, available: rest.len() });
+        return Err(WireError::BadLength {
+            what: "loopback reason",
+            len: n as u64,
+            available: rest.len(),
+        });
     }
     Ok(rest.split_at(n))
 }
@@ -438,7 +483,11 @@ impl fmt::Debug for Outcome {
                 write!(f, "Err {{ retryable: {retryable}, message: {message:?} }}")
             }
             Self::Loopback { payload, reason } => {
-                write!(f, "Loopback {{ {} bytes, reason: {reason:?} }}", payload.len())
+                write!(
+                    f,
+                    "Loopback {{ {} bytes, reason: {reason:?} }}",
+                    payload.len()
+                )
             }
         }
     }
@@ -450,8 +499,12 @@ impl Outcome {
     pub fn status(&self) -> Status {
         match self {
             Self::Ok(_) => Status::Ok,
-            Self::Err { retryable: false, .. } => Status::Failed,
-            Self::Err { retryable: true, .. } => Status::Retryable,
+            Self::Err {
+                retryable: false, ..
+            } => Status::Failed,
+            Self::Err {
+                retryable: true, ..
+            } => Status::Retryable,
             Self::Loopback { .. } => Status::Loopback,
         }
     }
@@ -511,23 +564,48 @@ mod tests {
 
     #[test]
     fn task_roundtrip_and_short() {
-        let h = TaskHeader { id: 7, attempt: 2, kind: 3, class: 1, flags: 0, deadline_ns: 99 };
+        let h = TaskHeader {
+            id: 7,
+            attempt: 2,
+            kind: 3,
+            class: 1,
+            flags: 0,
+            deadline_ns: 99,
+        };
         let mut buf = vec![0u8; TASK_HEADER_SIZE + 3];
         h.write(&mut buf);
         buf[TASK_HEADER_SIZE..].copy_from_slice(b"abc");
         assert_eq!(TaskHeader::read(&buf).unwrap(), (h, &b"abc"[..]));
-        assert!(matches!(TaskHeader::read(&buf[..31]), Err(WireError::Short { .. })));
+        assert!(matches!(
+            TaskHeader::read(&buf[..31]),
+            Err(WireError::Short { .. })
+        ));
     }
 
     #[test]
     fn completion_roundtrip_and_bad_status() {
         for o in [
             Outcome::Ok(b"res".to_vec()),
-            Outcome::Err { retryable: true, message: "later".into() },
-            Outcome::Err { retryable: false, message: "never".into() },
-            Outcome::Loopback { payload: b"p2".to_vec(), reason: "low".into() },
+            Outcome::Err {
+                retryable: true,
+                message: "later".into(),
+            },
+            Outcome::Err {
+                retryable: false,
+                message: "never".into(),
+            },
+            Outcome::Loopback {
+                payload: b"p2".to_vec(),
+                reason: "low".into(),
+            },
         ] {
-            let h = CompletionHeader { id: 1, attempt: 1, status: o.status(), busy_ns: 5, score: 0.5 };
+            let h = CompletionHeader {
+                id: 1,
+                attempt: 1,
+                status: o.status(),
+                busy_ns: 5,
+                score: 0.5,
+            };
             let mut buf = vec![0u8; COMPLETION_HEADER_SIZE + o.body_len()];
             h.write(&mut buf);
             o.write_body(&mut buf[COMPLETION_HEADER_SIZE..]);
@@ -537,7 +615,13 @@ mod tests {
         }
         let mut buf = vec![0u8; COMPLETION_HEADER_SIZE];
         buf[12] = 9;
-        assert!(matches!(CompletionHeader::read(&buf), Err(WireError::BadValue { value: 9, .. })));
-        assert!(matches!(split_loopback(&[255, 0, 0, 0, 1]), Err(WireError::BadLength { .. })));
+        assert!(matches!(
+            CompletionHeader::read(&buf),
+            Err(WireError::BadValue { value: 9, .. })
+        ));
+        assert!(matches!(
+            split_loopback(&[255, 0, 0, 0, 1]),
+            Err(WireError::BadLength { .. })
+        ));
     }
 }

@@ -30,7 +30,9 @@ use crate::proto::{self, FromWorker, ToWorker, WorkerParams, PROTOCOL_VERSION};
 use crate::ring::RingError;
 use crate::segment::{Segment, SegmentError};
 use crate::signal::{Doorbell, WaitError};
-use crate::wire::{CompletionHeader, Outcome, TaskHeader, COMPLETION_HEADER_SIZE, TAG_COMPLETION, TAG_TASK};
+use crate::wire::{
+    CompletionHeader, Outcome, TaskHeader, COMPLETION_HEADER_SIZE, TAG_COMPLETION, TAG_TASK,
+};
 
 /// How long a worker waits for ampd's answer to its Hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,8 +164,12 @@ pub struct Worker {
 }
 
 fn monotonic_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
-    u64::try_from(ts.tv_sec()).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(u64::try_from(ts.tv_nsec()).unwrap_or(0))
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    u64::try_from(ts.tv_sec())
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec()).unwrap_or(0))
 }
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -195,10 +201,14 @@ impl Worker {
         let bells = env(proto::ENV_DOORBELLS)?;
         let mut fds = bells.split(',').map(str::parse::<i32>);
         let (Some(Ok(t)), Some(Ok(c)), None) = (fds.next(), fds.next(), fds.next()) else {
-            return Err(WorkerError::NotSupervised { var: proto::ENV_DOORBELLS });
+            return Err(WorkerError::NotSupervised {
+                var: proto::ENV_DOORBELLS,
+            });
         };
         if t < 3 || c < 3 || t == c || TAKEN.swap(true, Ordering::SeqCst) {
-            return Err(WorkerError::NotSupervised { var: proto::ENV_DOORBELLS });
+            return Err(WorkerError::NotSupervised {
+                var: proto::ENV_DOORBELLS,
+            });
         }
         // SAFETY: ampd passes two eventfds at these numbers (dup2'd before exec, without
         // CLOEXEC) and nothing else in this process owns them; `TAKEN` makes sure they are taken
@@ -220,10 +230,16 @@ impl Worker {
     ) -> Result<Self, WorkerError> {
         let chan = |e: &dyn std::fmt::Display| WorkerError::Channel(e.to_string());
         let to_ampd = IpcSender::<FromWorker>::connect(control.to_owned()).map_err(|e| chan(&e))?;
-        let (reply, from_ampd): (IpcSender<ToWorker>, IpcReceiver<ToWorker>) = ipc::channel().map_err(|e| chan(&e))?;
+        let (reply, from_ampd): (IpcSender<ToWorker>, IpcReceiver<ToWorker>) =
+            ipc::channel().map_err(|e| chan(&e))?;
         let pid = std::process::id();
         to_ampd
-            .send(FromWorker::Hello { protocol, pid, name: name.to_owned(), reply })
+            .send(FromWorker::Hello {
+                protocol,
+                pid,
+                name: name.to_owned(),
+                reply,
+            })
             .map_err(|e| chan(&e))?;
         let answer = match from_ampd.try_recv_timeout(HANDSHAKE_TIMEOUT) {
             Ok(m) => m,
@@ -235,9 +251,18 @@ impl Worker {
             }
         };
         let (segment, generation, params, kinds) = match answer {
-            ToWorker::Welcome { segment, generation, params, kinds } => (segment, generation, params, kinds),
+            ToWorker::Welcome {
+                segment,
+                generation,
+                params,
+                kinds,
+            } => (segment, generation, params, kinds),
             ToWorker::Reject { reason } => return Err(WorkerError::Rejected(reason)),
-            other => return Err(WorkerError::Channel(format!("expected Welcome, got {other:?}"))),
+            other => {
+                return Err(WorkerError::Channel(format!(
+                    "expected Welcome, got {other:?}"
+                )))
+            }
         };
         let seg = Arc::new(Segment::open(&segment)?);
         if seg.generation() != generation {
@@ -246,12 +271,17 @@ impl Worker {
                 seg.generation()
             )));
         }
-        let end = PeerEnd::new(&seg, Doorbell::from_owned(tasks_bell)?, Doorbell::from_owned(completions_bell)?)?;
+        let end = PeerEnd::new(
+            &seg,
+            Doorbell::from_owned(tasks_bell)?,
+            Doorbell::from_owned(completions_bell)?,
+        )?;
         let ctl = seg.control();
         // Relaxed: informational fields; ampd reads them as untrusted snapshots.
         ctl.pid.store(pid, Ordering::Relaxed);
         ctl.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
-        ctl.state.store(PeerState::Attached as u32, Ordering::Release);
+        ctl.state
+            .store(PeerState::Attached as u32, Ordering::Release);
         to_ampd.send(FromWorker::Attached).map_err(|e| chan(&e))?;
         let wait_timeout = Duration::from_millis(params.heartbeat_interval_ms.max(1));
         let publish_every = params.publish_every.max(1);
@@ -263,7 +293,14 @@ impl Worker {
             stop_thread: AtomicBool::new(false),
         });
         let wake = end.tasks.bell_clone()?;
-        let thread = spawn_control_thread(Arc::clone(&shared), Arc::clone(&seg), from_ampd, to_ampd.clone(), wake, wait_timeout)?;
+        let thread = spawn_control_thread(
+            Arc::clone(&shared),
+            Arc::clone(&seg),
+            from_ampd,
+            to_ampd.clone(),
+            wake,
+            wait_timeout,
+        )?;
         Ok(Self {
             name: name.to_owned(),
             seg,
@@ -287,13 +324,20 @@ impl Worker {
     /// The name of a kind id, as configured.
     #[must_use]
     pub fn kind_name(&self, id: u32) -> Option<&str> {
-        self.kinds.iter().find(|(k, _)| *k == id).map(|(_, n)| n.as_str())
+        self.kinds
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, n)| n.as_str())
     }
 
     /// The current parameters (updated by ampd's Adjust messages).
     #[must_use]
     pub fn params(&self) -> WorkerParams {
-        self.shared.params.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shared
+            .params
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// How many Adjust messages have been applied (to notice a change cheaply).
@@ -314,8 +358,13 @@ impl Worker {
     /// [`WorkerError::Channel`].
     pub fn ready(&mut self) -> Result<(), WorkerError> {
         // Release: pairs with ampd's Acquire load of the state word.
-        self.seg.control().state.store(PeerState::Ready as u32, Ordering::Release);
-        self.to_ampd.send(FromWorker::Ready).map_err(|e| WorkerError::Channel(e.to_string()))
+        self.seg
+            .control()
+            .state
+            .store(PeerState::Ready as u32, Ordering::Release);
+        self.to_ampd
+            .send(FromWorker::Ready)
+            .map_err(|e| WorkerError::Channel(e.to_string()))
     }
 
     /// Publishes pending completions and wakes ampd if it sleeps.
@@ -373,8 +422,21 @@ impl Worker {
     ///
     /// # Errors
     /// As [`complete`](Self::complete).
-    pub fn complete_raw(&mut self, id: u64, attempt: u32, outcome: &Outcome, busy_ns: u64, score: f64) -> Result<(), WorkerError> {
-        let h = CompletionHeader { id, attempt, status: outcome.status(), busy_ns, score };
+    pub fn complete_raw(
+        &mut self,
+        id: u64,
+        attempt: u32,
+        outcome: &Outcome,
+        busy_ns: u64,
+        score: f64,
+    ) -> Result<(), WorkerError> {
+        let h = CompletionHeader {
+            id,
+            attempt,
+            status: outcome.status(),
+            busy_ns,
+            score,
+        };
         let len = COMPLETION_HEADER_SIZE + outcome.body_len();
         let deadline = Instant::now() + Duration::from_secs(60);
         let shared = Arc::clone(&self.shared);
@@ -386,7 +448,9 @@ impl Worker {
                     r.commit();
                     break;
                 }
-                Err(RingError::Full { .. }) if Instant::now() < deadline && !shared.shutdown.load(Ordering::Acquire) => {
+                Err(RingError::Full { .. })
+                    if Instant::now() < deadline && !shared.shutdown.load(Ordering::Acquire) =>
+                {
                     self.end.completions.flush()?;
                     std::thread::yield_now();
                 }
@@ -396,7 +460,9 @@ impl Worker {
         let ctl = self.seg.control();
         // Relaxed: statistics.
         match outcome {
-            Outcome::Ok(_) | Outcome::Loopback { .. } => ctl.tasks_ok.fetch_add(1, Ordering::Relaxed),
+            Outcome::Ok(_) | Outcome::Loopback { .. } => {
+                ctl.tasks_ok.fetch_add(1, Ordering::Relaxed)
+            }
             Outcome::Err { .. } => ctl.tasks_failed.fetch_add(1, Ordering::Relaxed),
         };
         ctl.busy_ns.fetch_add(busy_ns, Ordering::Relaxed);
@@ -432,7 +498,14 @@ impl Worker {
                     continue;
                 }
                 let (h, payload) = TaskHeader::read(rec.data())?;
-                let t = TaskRef { id: h.id, attempt: h.attempt, kind: h.kind, class: h.class, deadline_ns: h.deadline_ns, payload };
+                let t = TaskRef {
+                    id: h.id,
+                    attempt: h.attempt,
+                    kind: h.kind,
+                    class: h.class,
+                    deadline_ns: h.deadline_ns,
+                    payload,
+                };
                 let start = Instant::now();
                 let outcome = handler(&t);
                 let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -448,8 +521,13 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.end.completions.flush();
         // Release: pairs with ampd's Acquire load of the state word.
-        self.seg.control().state.store(PeerState::Exiting as u32, Ordering::Release);
-        let _ = self.to_ampd.send(FromWorker::Goodbye { reason: "worker exiting".into() });
+        self.seg
+            .control()
+            .state
+            .store(PeerState::Exiting as u32, Ordering::Release);
+        let _ = self.to_ampd.send(FromWorker::Goodbye {
+            reason: "worker exiting".into(),
+        });
         // The thread notices the flag within one heartbeat interval; it is not joined, so
         // that dropping a worker (and exiting) never waits for that interval.
         self.shared.stop_thread.store(true, Ordering::Release);
@@ -473,7 +551,9 @@ fn spawn_control_thread(
             // Acquire: pairs with the Release store in `Worker::drop`.
             while !shared.stop_thread.load(Ordering::Acquire) {
                 // Relaxed: a heartbeat orders nothing; ampd compares it with its own clock.
-                seg.control().heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
+                seg.control()
+                    .heartbeat_ns
+                    .store(monotonic_ns(), Ordering::Relaxed);
                 match rx.try_recv_timeout(interval) {
                     Ok(ToWorker::Shutdown) => {
                         shared.shutdown.store(true, Ordering::Release);
@@ -481,7 +561,9 @@ fn spawn_control_thread(
                     }
                     Ok(ToWorker::Drain) => {
                         shared.draining.store(true, Ordering::Release);
-                        seg.control().state.store(PeerState::Draining as u32, Ordering::Release);
+                        seg.control()
+                            .state
+                            .store(PeerState::Draining as u32, Ordering::Release);
                         let _ = tx.send(FromWorker::Draining);
                     }
                     Ok(ToWorker::Adjust { params }) => {

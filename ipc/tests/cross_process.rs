@@ -23,7 +23,9 @@ fn next(x: &mut u64) -> u64 {
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Fills `out` (≥ 16 bytes) with: seq (8 B), checksum of the rest (8 B), pseudo-random bytes.
@@ -115,11 +117,19 @@ fn ten_million_records_across_processes() {
                     let d = rec.data();
                     let len = 16 + (next(&mut sizes) % 497) as usize;
                     assert_eq!(d.len(), len, "record {expect}: length");
-                    assert_eq!(rec.tag(), 1 + (expect % 1000) as u16, "record {expect}: tag");
+                    assert_eq!(
+                        rec.tag(),
+                        1 + (expect % 1000) as u16,
+                        "record {expect}: tag"
+                    );
                     let seq = u64::from_le_bytes(d[0..8].try_into().unwrap());
                     assert_eq!(seq, expect, "lost, duplicated or reordered record");
                     let sum = u64::from_le_bytes(d[8..16].try_into().unwrap());
-                    assert_eq!(sum, checksum(&d[16..]), "record {expect}: corrupted payload");
+                    assert_eq!(
+                        sum,
+                        checksum(&d[16..]),
+                        "record {expect}: corrupted payload"
+                    );
                     expect += 1;
                     progressed = true;
                 }
@@ -127,12 +137,17 @@ fn ten_million_records_across_processes() {
                     end.completions.wait(Some(Duration::from_secs(5))).unwrap();
                 }
             }
-            assert!(end.completions.read().unwrap().is_none(), "extra records after the last");
+            assert!(
+                end.completions.read().unwrap().is_none(),
+                "extra records after the last"
+            );
             end.tasks.push(1, b"done").unwrap();
             end.tasks.flush().unwrap();
             match waitpid(child, None).unwrap() {
                 WaitStatus::Exited(_, 0) => {}
-                WaitStatus::Exited(_, 2) => panic!("child sent wakeups for more than 1% of records"),
+                WaitStatus::Exited(_, 2) => {
+                    panic!("child sent wakeups for more than 1% of records")
+                }
                 other => panic!("child failed: {other:?}"),
             }
             seg.unlink().unwrap();

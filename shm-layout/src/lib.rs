@@ -336,7 +336,10 @@ impl core::fmt::Display for LayoutError {
         match self {
             Self::NotInitialised => write!(f, "segment not initialised (magic word is 0)"),
             Self::BadMagic { found } => {
-                write!(f, "not an amp segment: magic {found:#010x}, expected {MAGIC:#010x}")
+                write!(
+                    f,
+                    "not an amp segment: magic {found:#010x}, expected {MAGIC:#010x}"
+                )
             }
             Self::VersionMismatch { found, expected } => write!(
                 f,
@@ -349,13 +352,26 @@ impl core::fmt::Display for LayoutError {
                  {MIN_RING_CAPACITY}..={MAX_RING_CAPACITY}"
             ),
             Self::BadMaxRecord { ring, found } => {
-                write!(f, "{ring} ring max_record {found} is zero or above capacity/2 - 8")
+                write!(
+                    f,
+                    "{ring} ring max_record {found} is zero or above capacity/2 - 8"
+                )
             }
-            Self::Mismatch { field, found, expected } => {
-                write!(f, "segment header field {field} is {found}, layout requires {expected}")
+            Self::Mismatch {
+                field,
+                found,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "segment header field {field} is {found}, layout requires {expected}"
+                )
             }
             Self::MappingTooSmall { mapped, needed } => {
-                write!(f, "mapping is {mapped} bytes but the segment needs {needed}")
+                write!(
+                    f,
+                    "mapping is {mapped} bytes but the segment needs {needed}"
+                )
             }
         }
     }
@@ -367,12 +383,22 @@ impl core::error::Error for LayoutError {}
 ///
 /// # Errors
 /// [`LayoutError::BadCapacity`] or [`LayoutError::BadMaxRecord`].
-pub const fn check_ring(ring: &'static str, capacity: u64, max_record: u64) -> Result<(), LayoutError> {
+pub const fn check_ring(
+    ring: &'static str,
+    capacity: u64,
+    max_record: u64,
+) -> Result<(), LayoutError> {
     if !capacity.is_power_of_two() || capacity < MIN_RING_CAPACITY || capacity > MAX_RING_CAPACITY {
-        return Err(LayoutError::BadCapacity { ring, found: capacity });
+        return Err(LayoutError::BadCapacity {
+            ring,
+            found: capacity,
+        });
     }
     if max_record == 0 || max_record > max_record_limit(capacity) {
-        return Err(LayoutError::BadMaxRecord { ring, found: max_record });
+        return Err(LayoutError::BadMaxRecord {
+            ring,
+            found: max_record,
+        });
     }
     Ok(())
 }
@@ -423,7 +449,11 @@ impl Layout {
             capacity: completions_capacity,
             max_record: completions_max_record,
         };
-        Ok(Self { tasks, completions, total_size: DATA_OFFSET + tasks_capacity + completions_capacity })
+        Ok(Self {
+            tasks,
+            completions,
+            total_size: DATA_OFFSET + tasks_capacity + completions_capacity,
+        })
     }
 
     /// Validates a header read from a mapping of `mapped` bytes, whose `magic_version` word the
@@ -434,7 +464,11 @@ impl Layout {
     ///
     /// # Errors
     /// The first [`LayoutError`] found.
-    pub fn validate_header(magic_version: u64, header: &SegmentHeader, mapped: u64) -> Result<Self, LayoutError> {
+    pub fn validate_header(
+        magic_version: u64,
+        header: &SegmentHeader,
+        mapped: u64,
+    ) -> Result<Self, LayoutError> {
         if magic_version == 0 {
             return Err(LayoutError::NotInitialised);
         }
@@ -444,35 +478,65 @@ impl Layout {
         }
         let version = magic_version as u32;
         if version != LAYOUT_VERSION {
-            return Err(LayoutError::VersionMismatch { found: version, expected: LAYOUT_VERSION });
+            return Err(LayoutError::VersionMismatch {
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
         }
         let expect = |field, found: u64, expected: u64| {
             if found == expected {
                 Ok(())
             } else {
-                Err(LayoutError::Mismatch { field, found, expected })
+                Err(LayoutError::Mismatch {
+                    field,
+                    found,
+                    expected,
+                })
             }
         };
-        expect("header_size", u64::from(header.header_size), size_of::<SegmentHeader>() as u64)?;
+        expect(
+            "header_size",
+            u64::from(header.header_size),
+            size_of::<SegmentHeader>() as u64,
+        )?;
         expect("control_offset", header.control_offset, CONTROL_OFFSET)?;
-        expect("control_size", header.control_size, size_of::<ControlBlock>() as u64)?;
+        expect(
+            "control_size",
+            header.control_size,
+            size_of::<ControlBlock>() as u64,
+        )?;
         let layout = Self::new(
             header.tasks.capacity,
             header.tasks.max_record,
             header.completions.capacity,
             header.completions.max_record,
         )?;
-        expect("tasks.header_offset", header.tasks.header_offset, layout.tasks.header_offset)?;
-        expect("tasks.data_offset", header.tasks.data_offset, layout.tasks.data_offset)?;
+        expect(
+            "tasks.header_offset",
+            header.tasks.header_offset,
+            layout.tasks.header_offset,
+        )?;
+        expect(
+            "tasks.data_offset",
+            header.tasks.data_offset,
+            layout.tasks.data_offset,
+        )?;
         expect(
             "completions.header_offset",
             header.completions.header_offset,
             layout.completions.header_offset,
         )?;
-        expect("completions.data_offset", header.completions.data_offset, layout.completions.data_offset)?;
+        expect(
+            "completions.data_offset",
+            header.completions.data_offset,
+            layout.completions.data_offset,
+        )?;
         expect("total_size", header.total_size, layout.total_size)?;
         if mapped < layout.total_size {
-            return Err(LayoutError::MappingTooSmall { mapped, needed: layout.total_size });
+            return Err(LayoutError::MappingTooSmall {
+                mapped,
+                needed: layout.total_size,
+            });
         }
         Ok(layout)
     }
@@ -505,19 +569,31 @@ mod tests {
     fn roundtrip_validates() {
         let l = Layout::new(1 << 16, 1024, 1 << 12, 512).unwrap();
         let h = filled(&l);
-        assert_eq!(Layout::validate_header(MAGIC_VERSION, &h, l.total_size), Ok(l));
+        assert_eq!(
+            Layout::validate_header(MAGIC_VERSION, &h, l.total_size),
+            Ok(l)
+        );
     }
 
     #[test]
     fn refuses_bad_words() {
         let l = Layout::new(1 << 16, 1024, 1 << 12, 512).unwrap();
         let h = filled(&l);
-        assert_eq!(Layout::validate_header(0, &h, l.total_size), Err(LayoutError::NotInitialised));
+        assert_eq!(
+            Layout::validate_header(0, &h, l.total_size),
+            Err(LayoutError::NotInitialised)
+        );
         assert!(matches!(
             Layout::validate_header(MAGIC_VERSION + 1, &h, l.total_size),
-            Err(LayoutError::VersionMismatch { found: 2, expected: 1 })
+            Err(LayoutError::VersionMismatch {
+                found: 2,
+                expected: 1
+            })
         ));
-        assert!(matches!(Layout::validate_header(1 << 40, &h, l.total_size), Err(LayoutError::BadMagic { .. })));
+        assert!(matches!(
+            Layout::validate_header(1 << 40, &h, l.total_size),
+            Err(LayoutError::BadMagic { .. })
+        ));
         assert!(matches!(
             Layout::validate_header(MAGIC_VERSION, &h, l.total_size - 1),
             Err(LayoutError::MappingTooSmall { .. })

@@ -91,7 +91,11 @@ pub struct Intensity {
 
 impl Default for Intensity {
     fn default() -> Self {
-        Self { max_restarts: 5, window: Duration::from_secs(60), on_exceeded: Escalation::MarkFailed }
+        Self {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            on_exceeded: Escalation::MarkFailed,
+        }
     }
 }
 
@@ -164,10 +168,17 @@ impl std::fmt::Display for ExitReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             Self::Code(c) => write!(f, "exited with code {c}"),
-            Self::Signal { signal, core_dumped } => {
+            Self::Signal {
+                signal,
+                core_dumped,
+            } => {
                 let name = nix::sys::signal::Signal::try_from(signal)
                     .map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned());
-                write!(f, "killed by {name}{}", if core_dumped { " (core dumped)" } else { "" })
+                write!(
+                    f,
+                    "killed by {name}{}",
+                    if core_dumped { " (core dumped)" } else { "" }
+                )
             }
         }
     }

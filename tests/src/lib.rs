@@ -25,7 +25,11 @@ pub fn bin(name: &str) -> PathBuf {
         dir.pop();
     }
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace --bins` first (scripts/test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
@@ -86,7 +90,11 @@ impl Ampd {
     pub fn start(supervisor_lines: &str, rest: &str) -> Self {
         let scratch = Scratch::new();
         let socket = scratch.path.join("ampd.sock");
-        let shm_prefix = format!("ampt{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let shm_prefix = format!(
+            "ampt{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let config = scratch.path.join("amp.toml");
         let text = format!(
             "[supervisor]\ncontrol_socket = {:?}\nshm_prefix = {:?}\n{supervisor_lines}\n\n{rest}\n",
@@ -104,7 +112,15 @@ impl Ampd {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn ampd");
-        let mut me = Self { child: Some(child), socket, config, shm_prefix, log, scratch, exited: None };
+        let mut me = Self {
+            child: Some(child),
+            socket,
+            config,
+            shm_prefix,
+            log,
+            scratch,
+            exited: None,
+        };
         me.wait_socket(Duration::from_secs(10));
         me
     }
@@ -116,12 +132,19 @@ impl Ampd {
                 return;
             }
             // It may already have come and gone (a startup that aborts at once).
-            if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            if self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("ampd did not open its control socket within {timeout:?}\n{}", self.log_text());
+        panic!(
+            "ampd did not open its control socket within {timeout:?}\n{}",
+            self.log_text()
+        );
     }
 
     /// ampd's pid.
@@ -144,18 +167,28 @@ impl Ampd {
     /// When the request fails.
     #[must_use]
     pub fn status(&self) -> StatusData {
-        let r = self.request(serde_json::json!({"cmd": "status"})).expect("status request");
+        let r = self
+            .request(serde_json::json!({"cmd": "status"}))
+            .expect("status request");
         serde_json::from_value(r.data.expect("status data")).expect("status payload")
     }
 
     /// Polls `status` until `cond` holds; panics with the last status and the log after
     /// `timeout`.
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut(&StatusData) -> bool) -> StatusData {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&StatusData) -> bool,
+    ) -> StatusData {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {
             if let Ok(r) = self.request(serde_json::json!({"cmd": "status"})) {
-                if let Some(s) = r.data.and_then(|d| serde_json::from_value::<StatusData>(d).ok()) {
+                if let Some(s) = r
+                    .data
+                    .and_then(|d| serde_json::from_value::<StatusData>(d).ok())
+                {
                     if cond(&s) {
                         return s;
                     }
@@ -164,13 +197,18 @@ impl Ampd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("timed out after {timeout:?} waiting for {what}\nlast status: {last:#?}\nlog:\n{}", self.log_text());
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\nlast status: {last:#?}\nlog:\n{}",
+            self.log_text()
+        );
     }
 
     /// Waits until every named unit is ready.
     pub fn wait_ready(&self, units: &[&str], timeout: Duration) -> StatusData {
         self.wait_for(&format!("{units:?} ready"), timeout, |s| {
-            units.iter().all(|u| worker(s, u).is_some_and(|w| w.state == "ready"))
+            units
+                .iter()
+                .all(|u| worker(s, u).is_some_and(|w| w.state == "ready"))
         })
     }
 
@@ -256,14 +294,20 @@ pub fn worker<'a>(s: &'a StatusData, name: &str) -> Option<&'a WorkerStatus> {
 /// Sequence number of the first event of `kind` for `unit`.
 #[must_use]
 pub fn event_seq(s: &StatusData, unit: &str, kind: &str) -> Option<u64> {
-    s.events.iter().find(|e| e.unit == unit && e.kind == kind).map(|e| e.seq)
+    s.events
+        .iter()
+        .find(|e| e.unit == unit && e.kind == kind)
+        .map(|e| e.seq)
 }
 
 /// Whether a process exists (and is not a zombie).
 #[must_use]
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -288,12 +332,16 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(d) = std::fs::read_dir("/proc") {
         for e in d.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 if let Some(rest) = stat.rsplit(')').next() {
                     let f: Vec<&str> = rest.split_whitespace().collect();
                     // fields after comm: state ppid pgrp ...
-                    if f.first() != Some(&"Z") && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+                    if f.first() != Some(&"Z")
+                        && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+                    {
                         out.push(pid);
                     }
                 }

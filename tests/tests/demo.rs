@@ -16,8 +16,21 @@ fn demo_script_runs_and_shuts_down_cleanly() {
         .expect("run scripts/demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed: {:?}\n{stdout}\n{stderr}", out.status);
-    for expect in ["task 1 ok", "hash", "dead-lettered", "ampd exited with status 0", "leftovers in /dev/shm: 0"] {
-        assert!(stdout.contains(expect), "{expect:?} missing from the demo output:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "demo failed: {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    for expect in [
+        "task 1 ok",
+        "hash",
+        "dead-lettered",
+        "ampd exited with status 0",
+        "leftovers in /dev/shm: 0",
+    ] {
+        assert!(
+            stdout.contains(expect),
+            "{expect:?} missing from the demo output:\n{stdout}"
+        );
     }
 }

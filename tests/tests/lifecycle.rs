@@ -25,7 +25,9 @@ depends_on = ["b", "c"]
 "#,
     );
     let s = d.wait_ready(&["a", "b", "c", "d"], T);
-    let seq = |u: &str, k: &str| event_seq(&s, u, k).unwrap_or_else(|| panic!("no {k} event for {u}: {:#?}", s.events));
+    let seq = |u: &str, k: &str| {
+        event_seq(&s, u, k).unwrap_or_else(|| panic!("no {k} event for {u}: {:#?}", s.events))
+    };
     // Nothing starts before its dependencies are ready.
     assert!(seq("a", "ready") < seq("b", "started"));
     assert!(seq("a", "ready") < seq("c", "started"));
@@ -34,15 +36,32 @@ depends_on = ["b", "c"]
     // b and c start together: both are spawned before either of them reports ready.
     assert!(seq("b", "started") < seq("c", "ready") && seq("c", "started") < seq("b", "ready"));
     let st = d.shutdown(T);
-    assert!(st.success(), "clean shutdown expected: {st:?}\n{}", d.log_text());
+    assert!(
+        st.success(),
+        "clean shutdown expected: {st:?}\n{}",
+        d.log_text()
+    );
     // Reverse order: d is stopped before b and c exit; a exits last.
     let log = d.log_text();
-    let pos = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("{needle:?} not in log:\n{log}"));
+    let pos = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in log:\n{log}"))
+    };
     assert!(pos("exited: pid") > 0);
-    let exited = |u: &str| log.lines().position(|l| l.contains("exited:") && l.trim_end().ends_with(&format!("unit={u}")));
+    let exited = |u: &str| {
+        log.lines()
+            .position(|l| l.contains("exited:") && l.trim_end().ends_with(&format!("unit={u}")))
+    };
     let (ea, eb, ec, ed) = (exited("a"), exited("b"), exited("c"), exited("d"));
-    assert!(ed < eb && ed < ec && eb < ea && ec < ea, "exit order a={ea:?} b={eb:?} c={ec:?} d={ed:?}\n{log}");
-    assert!(d.shm_leftovers().is_empty(), "leftover segments: {:?}", d.shm_leftovers());
+    assert!(
+        ed < eb && ed < ec && eb < ea && ec < ea,
+        "exit order a={ea:?} b={eb:?} c={ec:?} d={ed:?}\n{log}"
+    );
+    assert!(
+        d.shm_leftovers().is_empty(),
+        "leftover segments: {:?}",
+        d.shm_leftovers()
+    );
     assert!(!d.socket.exists(), "control socket left behind");
 }
 
@@ -59,17 +78,28 @@ backoff = { initial = "50ms", max = "400ms", multiplier = 2.0, jitter = 0.0 }
 intensity = { max_restarts = 3, window = "30s", on_exceeded = "mark-failed" }
 "#,
     );
-    let s = d.wait_for("f failed", T, |s| worker(s, "f").is_some_and(|w| w.state == "failed"));
+    let s = d.wait_for("f failed", T, |s| {
+        worker(s, "f").is_some_and(|w| w.state == "failed")
+    });
     let w = worker(&s, "f").unwrap();
     assert_eq!(w.restarts, 3, "{w:?}");
-    assert!(w.last_exit.as_deref().unwrap_or("").contains("restarted more than 3"), "{w:?}");
+    assert!(
+        w.last_exit
+            .as_deref()
+            .unwrap_or("")
+            .contains("restarted more than 3"),
+        "{w:?}"
+    );
     let restarts: Vec<_> = s.events.iter().filter(|e| e.kind == "restarting").collect();
     assert_eq!(restarts.len(), 3, "{:#?}", s.events);
     // Exponential backoff: 50, 100, 200 ms (jitter 0).
     for (r, ms) in restarts.iter().zip([50, 100, 200]) {
         assert!(r.detail.contains(&format!("{ms}ms")), "{r:?}");
     }
-    assert!(s.events.iter().any(|e| e.kind == "exited" && e.detail.contains("exited with code 3")));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| e.kind == "exited" && e.detail.contains("exited with code 3")));
 }
 
 #[test]
@@ -90,15 +120,36 @@ depends_on = { base = "started" }
     );
     let s = d.wait_ready(&["base", "dep"], T);
     let pid = worker(&s, "base").unwrap().pid.unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let s = d.wait_for("base restarted", T, |s| worker(s, "base").is_some_and(|w| w.restarts >= 1 && w.state == "ready"));
-    assert!(s.events.iter().any(|e| e.unit == "base" && e.kind == "exited" && e.detail.contains("killed by SIGKILL")), "{:#?}", s.events);
-    let pid = worker(&s, "base").unwrap().pid.unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let s = d.wait_for("base failed and dep stopped", T, |s| {
-        worker(s, "base").is_some_and(|w| w.state == "failed") && worker(s, "dep").is_some_and(|w| w.state == "stopped")
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let s = d.wait_for("base restarted", T, |s| {
+        worker(s, "base").is_some_and(|w| w.restarts >= 1 && w.state == "ready")
     });
-    assert!(s.events.iter().any(|e| e.kind == "escalated"), "{:#?}", s.events);
+    assert!(
+        s.events.iter().any(|e| e.unit == "base"
+            && e.kind == "exited"
+            && e.detail.contains("killed by SIGKILL")),
+        "{:#?}",
+        s.events
+    );
+    let pid = worker(&s, "base").unwrap().pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let s = d.wait_for("base failed and dep stopped", T, |s| {
+        worker(s, "base").is_some_and(|w| w.state == "failed")
+            && worker(s, "dep").is_some_and(|w| w.state == "stopped")
+    });
+    assert!(
+        s.events.iter().any(|e| e.kind == "escalated"),
+        "{:#?}",
+        s.events
+    );
 }
 
 #[test]
@@ -118,8 +169,18 @@ depends_on = ["slow"]
 command = "amp-echo"
 "#,
     );
-    let s = d.wait_for("slow failed", T, |s| worker(s, "slow").is_some_and(|w| w.state == "failed"));
-    assert!(worker(&s, "slow").unwrap().last_exit.as_deref().unwrap_or("").contains("ready"), "{s:#?}");
+    let s = d.wait_for("slow failed", T, |s| {
+        worker(s, "slow").is_some_and(|w| w.state == "failed")
+    });
+    assert!(
+        worker(&s, "slow")
+            .unwrap()
+            .last_exit
+            .as_deref()
+            .unwrap_or("")
+            .contains("ready"),
+        "{s:#?}"
+    );
     let s = d.wait_ready(&["other"], T);
     let after = worker(&s, "after").unwrap();
     assert_eq!(after.state, "pending", "{after:?}");
@@ -162,16 +223,25 @@ backoff = { initial = "20ms", max = "100ms", jitter = 0.0 }
     );
     let s = d.wait_ready(&["w"], T);
     let pid = worker(&s, "w").unwrap().pid.unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
     let s = d.wait_for("w restarted", T, |s| {
         worker(s, "w").is_some_and(|w| w.restarts >= 1 && w.state == "ready" && w.pid != Some(pid))
     });
     assert!(
-        s.events.iter().any(|e| e.unit == "w" && e.kind == "exited" && e.detail.contains("HeartbeatTimeout")),
+        s.events
+            .iter()
+            .any(|e| e.unit == "w" && e.kind == "exited" && e.detail.contains("HeartbeatTimeout")),
         "{:#?}",
         s.events
     );
-    assert!(eventually(Duration::from_secs(2), || !alive(pid)), "stopped worker still alive");
+    assert!(
+        eventually(Duration::from_secs(2), || !alive(pid)),
+        "stopped worker still alive"
+    );
 }
 
 #[test]
@@ -190,12 +260,20 @@ command = "amp-echo"
     );
     let s = d.wait_ready(&["stubborn"], T);
     let pgid = worker(&s, "stubborn").unwrap().pid.unwrap();
-    assert!(eventually(Duration::from_secs(5), || group_members(pgid).len() >= 2), "grandchild not seen");
+    assert!(
+        eventually(Duration::from_secs(5), || group_members(pgid).len() >= 2),
+        "grandchild not seen"
+    );
     let members = group_members(pgid);
     d.wait_ready(&["ok"], T);
     let st = d.shutdown(T);
     assert!(!st.success(), "a SIGKILLed worker makes shutdown unclean");
-    assert!(eventually(Duration::from_secs(2), || members.iter().all(|&p| !alive(p))), "group members survived: {members:?}");
+    assert!(
+        eventually(Duration::from_secs(2), || members
+            .iter()
+            .all(|&p| !alive(p))),
+        "group members survived: {members:?}"
+    );
     assert!(d.log_text().contains("SIGKILL"), "{}", d.log_text());
 }
 
@@ -214,17 +292,31 @@ replicas = 2
     );
     let s = d.wait_ready(&["gc", "e#0", "e#1"], T);
     let pgids: Vec<u32> = s.workers.iter().filter_map(|w| w.pid).collect();
-    assert!(eventually(Duration::from_secs(5), || group_members(worker(&s, "gc").unwrap().pid.unwrap()).len() >= 2));
+    assert!(eventually(Duration::from_secs(5), || group_members(
+        worker(&s, "gc").unwrap().pid.unwrap()
+    )
+    .len()
+        >= 2));
     let everyone: Vec<u32> = pgids.iter().flat_map(|&g| group_members(g)).collect();
     assert!(everyone.len() >= 4, "{everyone:?}");
     d.kill9();
     assert!(
-        eventually(Duration::from_secs(1), || everyone.iter().all(|&p| !alive(p))),
+        eventually(Duration::from_secs(1), || everyone
+            .iter()
+            .all(|&p| !alive(p))),
         "survivors after 1 s: {:?}",
         everyone.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
     );
-    assert!(eventually(Duration::from_secs(2), || d.shm_leftovers().is_empty()), "{:?}", d.shm_leftovers());
-    assert!(eventually(Duration::from_secs(2), || !d.socket.exists()), "socket left behind\n{}", d.log_text());
+    assert!(
+        eventually(Duration::from_secs(2), || d.shm_leftovers().is_empty()),
+        "{:?}",
+        d.shm_leftovers()
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || !d.socket.exists()),
+        "socket left behind\n{}",
+        d.log_text()
+    );
 }
 
 #[test]
@@ -242,6 +334,12 @@ restart = "never"
     let st = d.wait_exit(T);
     assert!(!st.success());
     let log = d.log_text();
-    assert!(log.contains("worker old speaks amp protocol 99 but ampd speaks 1"), "{log}");
-    assert!(log.contains("ampd refused this worker: worker old speaks amp protocol 99"), "worker side message missing:\n{log}");
+    assert!(
+        log.contains("worker old speaks amp protocol 99 but ampd speaks 1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ampd refused this worker: worker old speaks amp protocol 99"),
+        "worker side message missing:\n{log}"
+    );
 }

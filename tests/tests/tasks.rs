@@ -35,11 +35,23 @@ kinds = ["hash"]
     }
     let t = c.submit("hash", b"abc").unwrap();
     let r = c.wait_for(t, T).unwrap();
-    assert_eq!(r.body, format!("{:016x}", amp_worker::digest(b"abc", 16)).into_bytes());
+    assert_eq!(
+        r.body,
+        format!("{:016x}", amp_worker::digest(b"abc", 16)).into_bytes()
+    );
     // Unknown kind: refused at submit, with the known kinds.
     let e = c.submit("nope", b"").unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("echo"), "{e}");
-    let e = c.submit_with(&Submit { kind: "echo", class: Some("urgent"), ..Submit::default() }, b"").unwrap_err();
+    let e = c
+        .submit_with(
+            &Submit {
+                kind: "echo",
+                class: Some("urgent"),
+                ..Submit::default()
+            },
+            b"",
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("urgent"), "{e}");
     // No segment name stays in /dev/shm once attached.
     assert!(d.shm_leftovers().is_empty(), "{:?}", d.shm_leftovers());
@@ -66,7 +78,11 @@ kinds = ["echo"]
         .args(["submit", "--kind", "echo", "--json", r#"{"x":1}"#, "--wait"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["data"]["status"], "ok", "{v}");
     assert_eq!(v["data"]["result"], r#"{"x":1}"#);
@@ -110,9 +126,24 @@ max_attempts = 10
             let mut x = 0x9e37_79b9u64;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
-                let Ok(r) = amp_supervisor::control::client::request(&socket, serde_json::json!({"cmd": "status"}), Duration::from_secs(5)) else { continue };
-                let Some(s) = r.data.and_then(|v| serde_json::from_value::<amp_supervisor::control::proto::StatusData>(v).ok()) else { continue };
-                let pids: Vec<u32> = s.workers.iter().filter(|w| w.state == "ready").filter_map(|w| w.pid).collect();
+                let Ok(r) = amp_supervisor::control::client::request(
+                    &socket,
+                    serde_json::json!({"cmd": "status"}),
+                    Duration::from_secs(5),
+                ) else {
+                    continue;
+                };
+                let Some(s) = r.data.and_then(|v| {
+                    serde_json::from_value::<amp_supervisor::control::proto::StatusData>(v).ok()
+                }) else {
+                    continue;
+                };
+                let pids: Vec<u32> = s
+                    .workers
+                    .iter()
+                    .filter(|w| w.state == "ready")
+                    .filter_map(|w| w.pid)
+                    .collect();
                 if pids.is_empty() {
                     continue;
                 }
@@ -120,7 +151,12 @@ max_attempts = 10
                 x ^= x >> 7;
                 x ^= x << 17;
                 let pid = pids[(x % pids.len() as u64) as usize];
-                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).is_ok() {
+                if nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok()
+                {
                     kills += 1;
                 }
             }
@@ -131,19 +167,49 @@ max_attempts = 10
     let mut payload_of = HashMap::new();
     for i in 0..n {
         let p = format!("0.2 {i}");
-        let t = c.submit_blocking(&Submit { kind: "sleep", ..Submit::default() }, p.as_bytes(), T).expect("submit");
+        let t = c
+            .submit_blocking(
+                &Submit {
+                    kind: "sleep",
+                    ..Submit::default()
+                },
+                p.as_bytes(),
+                T,
+            )
+            .expect("submit");
         payload_of.insert(t, p);
     }
     let (mut ok, mut dead) = (0u32, 0u32);
     let mut seen = std::collections::HashSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while seen.len() < n as usize {
-        assert!(std::time::Instant::now() < deadline, "only {} of {n} results after 120 s\n{}", seen.len(), d.log_text().lines().rev().take(30).collect::<Vec<_>>().join("\n"));
-        let Ok(r) = c.wait_result(Duration::from_secs(5)) else { continue };
-        assert!(seen.insert(r.ticket), "duplicate delivery of ticket {}", r.ticket);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} results after 120 s\n{}",
+            seen.len(),
+            d.log_text()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let Ok(r) = c.wait_result(Duration::from_secs(5)) else {
+            continue;
+        };
+        assert!(
+            seen.insert(r.ticket),
+            "duplicate delivery of ticket {}",
+            r.ticket
+        );
         match r.status {
             ResultStatus::Ok => {
-                assert_eq!(r.body, payload_of[&r.ticket].as_bytes(), "wrong result for ticket {}", r.ticket);
+                assert_eq!(
+                    r.body,
+                    payload_of[&r.ticket].as_bytes(),
+                    "wrong result for ticket {}",
+                    r.ticket
+                );
                 ok += 1;
             }
             ResultStatus::DeadLettered => {
@@ -156,7 +222,10 @@ max_attempts = 10
     stop.store(true, Ordering::Relaxed);
     let kills = killer.join().unwrap();
     // No stray duplicate arrives afterwards.
-    assert!(c.wait_result(Duration::from_millis(300)).is_err(), "a result arrived after all were delivered");
+    assert!(
+        c.wait_result(Duration::from_millis(300)).is_err(),
+        "a result arrived after all were delivered"
+    );
     assert_eq!(ok + dead, n);
     assert!(kills >= 3, "the storm killed only {kills} workers");
     eprintln!("kill storm: {n} tasks, {kills} kills, {ok} ok, {dead} dead-lettered");

@@ -73,9 +73,13 @@ pub fn parse_sleep(payload: &[u8]) -> Result<Duration, String> {
     }
     if let Ok(text) = std::str::from_utf8(payload) {
         // The first word is the time; anything after it (e.g. a sequence number) is ignored.
-        let t = text.split_whitespace().next().unwrap_or("").trim_matches('"');
+        let t = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_matches('"');
         if let Ok(ms) = t.parse::<f64>() {
-            if ms.is_finite() && ms >= 0.0 && ms < 3.6e6 {
+            if (0.0..3.6e6).contains(&ms) {
                 return Ok(Duration::from_secs_f64(ms / 1000.0));
             }
             return Err(format!("sleep of {ms} ms is out of range 0..3600000"));
@@ -86,7 +90,10 @@ pub fn parse_sleep(payload: &[u8]) -> Result<Duration, String> {
         a.copy_from_slice(payload);
         return Ok(Duration::from_micros(u64::from_le_bytes(a)));
     }
-    Err(format!("payload {:?} is neither a number of ms nor 8-byte LE microseconds", String::from_utf8_lossy(payload)))
+    Err(format!(
+        "payload {:?} is neither a number of ms nor 8-byte LE microseconds",
+        String::from_utf8_lossy(payload)
+    ))
 }
 
 #[cfg(test)]
@@ -103,8 +110,14 @@ mod tests {
     #[test]
     fn sleep_payloads() {
         assert_eq!(parse_sleep(b"25").unwrap(), Duration::from_millis(25));
-        assert_eq!(parse_sleep(b"\"2.5\"").unwrap(), Duration::from_micros(2500));
-        assert_eq!(parse_sleep(&1500u64.to_le_bytes()).unwrap(), Duration::from_micros(1500));
+        assert_eq!(
+            parse_sleep(b"\"2.5\"").unwrap(),
+            Duration::from_micros(2500)
+        );
+        assert_eq!(
+            parse_sleep(&1500u64.to_le_bytes()).unwrap(),
+            Duration::from_micros(1500)
+        );
         assert_eq!(parse_sleep(b"").unwrap(), Duration::ZERO);
         assert_eq!(parse_sleep(b"3 seq=17").unwrap(), Duration::from_millis(3));
         assert!(parse_sleep(b"-1").is_err());

@@ -57,7 +57,12 @@ impl Consumer {
         // before any record is read.
         let tail = h.tail.value.load(Ordering::Relaxed);
         let head = h.head.value.load(Ordering::Relaxed);
-        if tail % 8 != 0 || head % 8 != 0 || tail > head || head - tail > mem.capacity || head > super::MAX_INDEX {
+        if tail % 8 != 0
+            || head % 8 != 0
+            || tail > head
+            || head - tail > mem.capacity
+            || head > super::MAX_INDEX
+        {
             return Err(RingError::Corrupt(Corruption::TailInvalid { tail, head }));
         }
         Ok(Self {
@@ -102,18 +107,29 @@ impl Consumer {
         // `Producer::publish_pending`: the bytes of every record before `now` are visible.
         let now = self.mem.header().head.value.load(Ordering::Acquire);
         if now < self.cached_head {
-            return Err(self.poison(Corruption::HeadBackwards { seen: self.cached_head, now }));
+            return Err(self.poison(Corruption::HeadBackwards {
+                seen: self.cached_head,
+                now,
+            }));
         }
         if now % 8 != 0 {
             return Err(self.poison(Corruption::HeadUnaligned { head: now }));
         }
         if now > super::MAX_INDEX {
             let (tail, capacity) = (self.released, self.mem.capacity);
-            return Err(self.poison(Corruption::HeadOverrun { head: now, tail, capacity }));
+            return Err(self.poison(Corruption::HeadOverrun {
+                head: now,
+                tail,
+                capacity,
+            }));
         }
         if now - self.released > self.mem.capacity {
             let (tail, capacity) = (self.released, self.mem.capacity);
-            return Err(self.poison(Corruption::HeadOverrun { head: now, tail, capacity }));
+            return Err(self.poison(Corruption::HeadOverrun {
+                head: now,
+                tail,
+                capacity,
+            }));
         }
         self.cached_head = now;
         Ok(())
@@ -166,10 +182,18 @@ impl Consumer {
             if hdr.tag == TAG_PAD {
                 let expected = (to_end - RECORD_HEADER_SIZE as u64) as u32;
                 if hdr.len != expected {
-                    return Err(self.poison(Corruption::BadPadding { at, len: hdr.len, expected }));
+                    return Err(self.poison(Corruption::BadPadding {
+                        at,
+                        len: hdr.len,
+                        expected,
+                    }));
                 }
                 if to_end > available {
-                    let c = Corruption::RecordPastHead { at, footprint: to_end, available };
+                    let c = Corruption::RecordPastHead {
+                        at,
+                        footprint: to_end,
+                        available,
+                    };
                     return Err(self.poison(c));
                 }
                 self.tail += to_end;
@@ -180,11 +204,19 @@ impl Consumer {
             }
             let max = self.mem.max_record;
             if hdr.len > max {
-                return Err(self.poison(Corruption::RecordTooLong { at, len: hdr.len, max }));
+                return Err(self.poison(Corruption::RecordTooLong {
+                    at,
+                    len: hdr.len,
+                    max,
+                }));
             }
             let footprint = record_footprint(hdr.len);
             if footprint > available {
-                return Err(self.poison(Corruption::RecordPastHead { at, footprint, available }));
+                return Err(self.poison(Corruption::RecordPastHead {
+                    at,
+                    footprint,
+                    available,
+                }));
             }
             if footprint > to_end {
                 return Err(self.poison(Corruption::RecordStraddles { at, footprint }));
@@ -198,7 +230,10 @@ impl Consumer {
             // `self` ends before `release` can hand the space back.
             let data = unsafe {
                 std::slice::from_raw_parts(
-                    self.mem.data.as_ptr().add(off as usize + RECORD_HEADER_SIZE),
+                    self.mem
+                        .data
+                        .as_ptr()
+                        .add(off as usize + RECORD_HEADER_SIZE),
                     hdr.len as usize,
                 )
             };
@@ -216,7 +251,11 @@ impl Consumer {
         // SYNC POINT: Release pairs with the producer's Acquire load of `tail` in
         // `Producer::refresh_tail`: our reads of the released records happen before the producer
         // reuses their space.
-        self.mem.header().tail.value.store(self.tail, Ordering::Release);
+        self.mem
+            .header()
+            .tail
+            .value
+            .store(self.tail, Ordering::Release);
         self.released = self.tail;
         self.unreleased = 0;
     }

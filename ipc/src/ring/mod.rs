@@ -51,9 +51,9 @@
 //! remembers the epoch it last woke and does not write the eventfd twice for one sleep.
 
 mod consumer;
-mod producer;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod producer;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
@@ -192,28 +192,52 @@ pub enum Corruption {
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::HeadBackwards { seen, now } => write!(f, "head went backwards from {seen} to {now}"),
-            Self::HeadUnaligned { head } => write!(f, "head {head} is not 8-aligned"),
-            Self::HeadOverrun { head, tail, capacity } => {
-                write!(f, "head {head} is more than capacity {capacity} ahead of tail {tail}")
+            Self::HeadBackwards { seen, now } => {
+                write!(f, "head went backwards from {seen} to {now}")
             }
-            Self::TailBackwards { seen, now } => write!(f, "tail went backwards from {seen} to {now}"),
+            Self::HeadUnaligned { head } => write!(f, "head {head} is not 8-aligned"),
+            Self::HeadOverrun {
+                head,
+                tail,
+                capacity,
+            } => {
+                write!(
+                    f,
+                    "head {head} is more than capacity {capacity} ahead of tail {tail}"
+                )
+            }
+            Self::TailBackwards { seen, now } => {
+                write!(f, "tail went backwards from {seen} to {now}")
+            }
             Self::TailInvalid { tail, head } => {
-                write!(f, "tail {tail} is unaligned or ahead of published head {head}")
+                write!(
+                    f,
+                    "tail {tail} is unaligned or ahead of published head {head}"
+                )
             }
             Self::BadTag { at, tag } => write!(f, "record at {at} has unknown tag {tag:#x}"),
             Self::RecordTooLong { at, len, max } => {
                 write!(f, "record at {at} has length {len} above max_record {max}")
             }
-            Self::RecordPastHead { at, footprint, available } => write!(
+            Self::RecordPastHead {
+                at,
+                footprint,
+                available,
+            } => write!(
                 f,
                 "record at {at} needs {footprint} bytes but only {available} are published"
             ),
             Self::RecordStraddles { at, footprint } => {
-                write!(f, "record at {at} of {footprint} bytes crosses the end of the region")
+                write!(
+                    f,
+                    "record at {at} of {footprint} bytes crosses the end of the region"
+                )
             }
             Self::BadPadding { at, len, expected } => {
-                write!(f, "padding record at {at} has length {len}, expected {expected}")
+                write!(
+                    f,
+                    "padding record at {at} has length {len}, expected {expected}"
+                )
             }
         }
     }
@@ -265,7 +289,13 @@ impl RingMem {
         debug_assert_eq!(data.as_ptr() as usize % 8, 0, "ring data must be 8-aligned");
         // check_ring bounds max_record by capacity/2 <= 2^29, so it fits in u32.
         let max_record = u32::try_from(max_record).unwrap_or(u32::MAX);
-        Ok(Self { header, data, capacity, max_record, _owner: owner })
+        Ok(Self {
+            header,
+            data,
+            capacity,
+            max_record,
+            _owner: owner,
+        })
     }
 
     fn header(&self) -> &RingHeader {
@@ -285,7 +315,13 @@ impl RingMem {
         // so the 8 bytes are inside the region and aligned for RecordHeader (align 4). A volatile
         // read copies the bytes once: the value may be garbage if the peer misbehaves, but it is
         // a plain-old-data value that every bit pattern inhabits, and it is validated before use.
-        unsafe { self.data.as_ptr().add(off as usize).cast::<RecordHeader>().read_volatile() }
+        unsafe {
+            self.data
+                .as_ptr()
+                .add(off as usize)
+                .cast::<RecordHeader>()
+                .read_volatile()
+        }
     }
 
     /// Writes a record header at region offset `off` (8-aligned, `off + 8 <= capacity`).
@@ -293,7 +329,13 @@ impl RingMem {
         debug_assert!(off % 8 == 0 && off + RECORD_HEADER_SIZE as u64 <= self.capacity);
         // SAFETY: in bounds and aligned as in `read_record_header`; the producer owns this range
         // (it is beyond the published head and within `capacity` of the released tail).
-        unsafe { self.data.as_ptr().add(off as usize).cast::<RecordHeader>().write_volatile(header) }
+        unsafe {
+            self.data
+                .as_ptr()
+                .add(off as usize)
+                .cast::<RecordHeader>()
+                .write_volatile(header)
+        }
     }
 }
 
@@ -316,7 +358,10 @@ impl Drop for LocalRing {
         // lengths, and every `RingMem` borrowing them held an `Arc` to `self`, so none is alive.
         unsafe {
             drop(Box::from_raw(self.header.as_ptr()));
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.data.as_ptr(), self.words)));
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.data.as_ptr(),
+                self.words,
+            )));
         }
     }
 }
@@ -337,15 +382,28 @@ impl Drop for LocalRing {
 /// A [`LayoutError`] when the capacity or record limit is out of range.
 pub fn local(capacity: u64, max_record: u64) -> Result<(Producer, Consumer), LayoutError> {
     check_ring("ring", capacity, max_record)?;
-    let words = usize::try_from(capacity / 8).map_err(|_| LayoutError::BadCapacity { ring: "ring", found: capacity })?;
+    let words = usize::try_from(capacity / 8).map_err(|_| LayoutError::BadCapacity {
+        ring: "ring",
+        found: capacity,
+    })?;
     let header = NonNull::from(Box::leak(Box::new(RingHeader::default())));
     let data = NonNull::from(Box::leak(vec![0u64; words].into_boxed_slice())).cast::<u64>();
-    let owner: Arc<dyn Send + Sync> = Arc::new(LocalRing { header, data, words });
+    let owner: Arc<dyn Send + Sync> = Arc::new(LocalRing {
+        header,
+        data,
+        words,
+    });
     // SAFETY: fresh, zeroed, 8-aligned allocations of the right sizes, kept alive by `owner`;
     // only the producer and consumer built here access them.
     let (p, c) = unsafe {
         (
-            RingMem::new(header, data.cast(), capacity, max_record, Arc::clone(&owner))?,
+            RingMem::new(
+                header,
+                data.cast(),
+                capacity,
+                max_record,
+                Arc::clone(&owner),
+            )?,
             RingMem::new(header, data.cast(), capacity, max_record, owner)?,
         )
     };

@@ -59,7 +59,12 @@ impl Producer {
         let tail = h.tail.value.load(Ordering::Relaxed);
         // Indices start at 0 and grow by bytes moved: 2^62 is decades of traffic, so anything
         // above it is garbage (and would overflow the additions below).
-        if head % 8 != 0 || tail > head || tail % 8 != 0 || head - tail > mem.capacity || head > super::MAX_INDEX {
+        if head % 8 != 0
+            || tail > head
+            || tail % 8 != 0
+            || head - tail > mem.capacity
+            || head > super::MAX_INDEX
+        {
             return Err(RingError::Corrupt(Corruption::TailInvalid { tail, head }));
         }
         Ok(Self {
@@ -111,10 +116,16 @@ impl Producer {
         // bytes before it, so we may overwrite them.
         let now = self.mem.header().tail.value.load(Ordering::Acquire);
         if now < self.cached_tail {
-            return Err(self.poison(Corruption::TailBackwards { seen: self.cached_tail, now }));
+            return Err(self.poison(Corruption::TailBackwards {
+                seen: self.cached_tail,
+                now,
+            }));
         }
         if now > self.published || now % 8 != 0 {
-            return Err(self.poison(Corruption::TailInvalid { tail: now, head: self.published }));
+            return Err(self.poison(Corruption::TailInvalid {
+                tail: now,
+                head: self.published,
+            }));
         }
         self.cached_tail = now;
         Ok(())
@@ -149,7 +160,11 @@ impl Producer {
         let footprint = record_footprint(len32);
         let off = self.head & self.mem.mask();
         let to_end = self.mem.capacity - off;
-        let needed = if footprint <= to_end { footprint } else { to_end + footprint };
+        let needed = if footprint <= to_end {
+            footprint
+        } else {
+            to_end + footprint
+        };
         if self.free_cached() < needed {
             self.refresh_tail()?;
             if self.free_cached() < needed {
@@ -163,13 +178,24 @@ impl Producer {
         let off = if footprint > to_end {
             // Fill the rest of the region with a padding record; the record starts at offset 0.
             let pad_len = (to_end - RECORD_HEADER_SIZE as u64) as u32;
-            self.mem.write_record_header(off, RecordHeader { len: pad_len, tag: TAG_PAD });
+            self.mem.write_record_header(
+                off,
+                RecordHeader {
+                    len: pad_len,
+                    tag: TAG_PAD,
+                },
+            );
             self.head += to_end;
             0
         } else {
             off
         };
-        Ok(Reservation { producer: self, off, len: len32, tag })
+        Ok(Reservation {
+            producer: self,
+            off,
+            len: len32,
+            tag,
+        })
     }
 
     /// Copies `bytes` into a new record with data tag `tag` and commits it (not yet published).
@@ -205,7 +231,11 @@ impl Producer {
         // SYNC POINT: Release pairs with the consumer's Acquire load of `head` in
         // `Consumer::refresh_head`: the record bytes written before this store are visible to a
         // consumer that sees the new head.
-        self.mem.header().head.value.store(self.head, Ordering::Release);
+        self.mem
+            .header()
+            .head
+            .value
+            .store(self.head, Ordering::Release);
         self.published = self.head;
         self.stats.publishes += 1;
         // SYNC POINT: SeqCst fence pairs with the consumer's SeqCst fence in
@@ -234,7 +264,13 @@ impl Reservation<'_> {
     pub fn commit_len(self, len: usize) {
         let len = u32::try_from(len).unwrap_or(u32::MAX).min(self.len);
         let p = self.producer;
-        p.mem.write_record_header(self.off, RecordHeader { len, tag: u32::from(self.tag) });
+        p.mem.write_record_header(
+            self.off,
+            RecordHeader {
+                len,
+                tag: u32::from(self.tag),
+            },
+        );
         p.head += record_footprint(len);
         p.stats.records += 1;
     }
@@ -255,7 +291,9 @@ impl Deref for Reservation<'_> {
         // consumer does not read until it is published.
         unsafe {
             std::slice::from_raw_parts(
-                mem.data.as_ptr().add((self.off as usize) + RECORD_HEADER_SIZE),
+                mem.data
+                    .as_ptr()
+                    .add((self.off as usize) + RECORD_HEADER_SIZE),
                 self.len as usize,
             )
         }
@@ -268,7 +306,9 @@ impl DerefMut for Reservation<'_> {
         // SAFETY: as in `deref`; `&mut self` makes this the only live view of the range.
         unsafe {
             std::slice::from_raw_parts_mut(
-                mem.data.as_ptr().add((self.off as usize) + RECORD_HEADER_SIZE),
+                mem.data
+                    .as_ptr()
+                    .add((self.off as usize) + RECORD_HEADER_SIZE),
                 self.len as usize,
             )
         }

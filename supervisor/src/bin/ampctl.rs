@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use amp_supervisor::control::client::{self, ClientError};
-use amp_supervisor::control::render;
 use amp_supervisor::control::proto::{Response, StatusData};
+use amp_supervisor::control::render;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -162,22 +162,36 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let socket = cli.socket.clone().unwrap_or_else(amp_supervisor::config::default_control_socket);
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(amp_supervisor::config::default_control_socket);
     let req = match &cli.cmd {
         Cmd::Status => serde_json::json!({"cmd": "status"}),
         Cmd::Shutdown => serde_json::json!({"cmd": "shutdown"}),
         Cmd::Start { name } => serde_json::json!({"cmd": "start", "name": name}),
-        Cmd::Stop { name, with_dependents } => {
+        Cmd::Stop {
+            name,
+            with_dependents,
+        } => {
             serde_json::json!({"cmd": "stop", "name": name, "with_dependents": with_dependents})
         }
         Cmd::Restart { name } => serde_json::json!({"cmd": "restart", "name": name}),
         Cmd::Drain { name } => serde_json::json!({"cmd": "drain", "name": name}),
         Cmd::Pause => serde_json::json!({"cmd": "pause"}),
         Cmd::Resume => serde_json::json!({"cmd": "resume"}),
-        Cmd::Logs { name, lines, follow } => {
+        Cmd::Logs {
+            name,
+            lines,
+            follow,
+        } => {
             serde_json::json!({"cmd": "logs", "name": name, "lines": lines, "follow": follow})
         }
         Cmd::Events { follow } => serde_json::json!({"cmd": "events", "follow": follow}),
@@ -185,14 +199,30 @@ fn main() -> ExitCode {
         Cmd::Queues => serde_json::json!({"cmd": "queues"}),
         Cmd::Tasks => serde_json::json!({"cmd": "tasks"}),
         Cmd::Stats => serde_json::json!({"cmd": "stats"}),
-        Cmd::Route { op: RouteOp::Get { kind } } => serde_json::json!({"cmd": "route_get", "kind": kind}),
-        Cmd::Route { op: RouteOp::Set { kind, policy } } => {
+        Cmd::Route {
+            op: RouteOp::Get { kind },
+        } => serde_json::json!({"cmd": "route_get", "kind": kind}),
+        Cmd::Route {
+            op: RouteOp::Set { kind, policy },
+        } => {
             serde_json::json!({"cmd": "route_set", "kind": kind, "policy": policy})
         }
         Cmd::Dlq { op: DlqOp::List } => serde_json::json!({"cmd": "dlq_list"}),
-        Cmd::Dlq { op: DlqOp::Retry { id } } => serde_json::json!({"cmd": "dlq_retry", "id": id}),
-        Cmd::Dlq { op: DlqOp::Purge { id } } => serde_json::json!({"cmd": "dlq_purge", "id": id}),
-        Cmd::Submit { kind, priority, payload_file, json, wait, deadline_ms, key } => {
+        Cmd::Dlq {
+            op: DlqOp::Retry { id },
+        } => serde_json::json!({"cmd": "dlq_retry", "id": id}),
+        Cmd::Dlq {
+            op: DlqOp::Purge { id },
+        } => serde_json::json!({"cmd": "dlq_purge", "id": id}),
+        Cmd::Submit {
+            kind,
+            priority,
+            payload_file,
+            json,
+            wait,
+            deadline_ms,
+            key,
+        } => {
             let mut r = serde_json::json!({"cmd": "submit", "kind": kind, "wait": wait});
             if let Some(p) = priority {
                 r["priority"] = p.clone().into();
@@ -214,7 +244,9 @@ fn main() -> ExitCode {
                 match std::fs::read(f) {
                     Ok(bytes) => {
                         use base64::Engine as _;
-                        r["payload_b64"] = base64::engine::general_purpose::STANDARD.encode(bytes).into();
+                        r["payload_b64"] = base64::engine::general_purpose::STANDARD
+                            .encode(bytes)
+                            .into();
                     }
                     Err(e) => {
                         eprintln!("ampctl: cannot read {}: {e}", f.display());
@@ -229,7 +261,10 @@ fn main() -> ExitCode {
     if matches!(cli.cmd, Cmd::Submit { wait: true, .. }) {
         timeout = timeout.max(Duration::from_secs(300));
     }
-    let follow = matches!(cli.cmd, Cmd::Logs { follow: true, .. } | Cmd::Events { follow: true });
+    let follow = matches!(
+        cli.cmd,
+        Cmd::Logs { follow: true, .. } | Cmd::Events { follow: true }
+    );
     if follow {
         return stream(&cli, &socket, req, timeout);
     }
@@ -247,7 +282,12 @@ fn main() -> ExitCode {
 }
 
 /// Streams a following request until ampd closes the connection (or Ctrl-C).
-fn stream(cli: &Cli, socket: &std::path::Path, req: serde_json::Value, timeout: Duration) -> ExitCode {
+fn stream(
+    cli: &Cli,
+    socket: &std::path::Path,
+    req: serde_json::Value,
+    timeout: Duration,
+) -> ExitCode {
     let mut c = match client::Client::connect(socket, timeout) {
         Ok(c) => c,
         Err(e) => {
@@ -300,7 +340,11 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
                 Err(e) => eprintln!("ampctl: unexpected status payload: {e}"),
             },
             (Cmd::Dlq { op: DlqOp::List }, Some(d)) => {
-                let entries = d.get("entries").and_then(|e| e.as_array()).cloned().unwrap_or_default();
+                let entries = d
+                    .get("entries")
+                    .and_then(|e| e.as_array())
+                    .cloned()
+                    .unwrap_or_default();
                 println!("{:>8}  {:<12} {:>8}  REASON", "TASK", "KIND", "ATTEMPTS");
                 for e in entries {
                     println!(
@@ -313,12 +357,22 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
                 }
             }
             (Cmd::Logs { .. }, Some(d)) => {
-                for l in d.get("lines").and_then(|l| l.as_array()).into_iter().flatten() {
+                for l in d
+                    .get("lines")
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     println!("{}", l.as_str().unwrap_or(""));
                 }
             }
             (Cmd::Events { .. }, Some(d)) => {
-                for ev in d.get("events").and_then(|l| l.as_array()).into_iter().flatten() {
+                for ev in d
+                    .get("events")
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     println!("{}", render::event_line(ev));
                 }
             }
@@ -329,7 +383,10 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
             }
             (Cmd::Submit { .. }, Some(d)) => {
                 let status = d.get("status").and_then(|s| s.as_str()).unwrap_or("?");
-                let id = d.get("task_id").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let id = d
+                    .get("task_id")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
                 match d.get("result").and_then(|r| r.as_str()) {
                     Some(r) => println!("task {id} {status}: {r}"),
                     None => println!("task {id} {status}"),

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "ampd", version, about = "amp supervisor: spawns, sequences, feeds and restarts workers")]
+#[command(
+    name = "ampd",
+    version,
+    about = "amp supervisor: spawns, sequences, feeds and restarts workers"
+)]
 struct Cli {
     /// The config file.
     #[arg(long, short, required_unless_present = "guard")]
@@ -31,7 +35,10 @@ fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         let _ = builder.json().try_init();
     } else {
@@ -44,12 +51,16 @@ fn main() -> ExitCode {
     if cli.guard {
         let code = amp_supervisor::daemon::guard::guard_main(
             cli.shm_prefix.as_deref().unwrap_or("amp"),
-            cli.guard_socket.as_deref().unwrap_or(std::path::Path::new("/nonexistent")),
+            cli.guard_socket
+                .as_deref()
+                .unwrap_or(std::path::Path::new("/nonexistent")),
             cli.guard_pid.unwrap_or(0),
         );
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let Some(path) = cli.config else { return ExitCode::from(2) };
+    let Some(path) = cli.config else {
+        return ExitCode::from(2);
+    };
     let cfg = match amp_supervisor::config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -69,7 +80,9 @@ fn main() -> ExitCode {
     match amp_supervisor::daemon::run(cfg) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("ampd: shutdown was not clean (a worker had to be killed, or startup failed)");
+            eprintln!(
+                "ampd: shutdown was not clean (a worker had to be killed, or startup failed)"
+            );
             ExitCode::from(1)
         }
         Err(e) => {

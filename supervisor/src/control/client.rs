@@ -39,12 +39,17 @@ impl Client {
     /// # Errors
     /// [`ClientError::Unreachable`].
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
-        let s = UnixStream::connect(path)
-            .map_err(|source| ClientError::Unreachable { path: path.display().to_string(), source })?;
+        let s = UnixStream::connect(path).map_err(|source| ClientError::Unreachable {
+            path: path.display().to_string(),
+            source,
+        })?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
         let writer = s.try_clone()?;
-        Ok(Self { reader: BufReader::new(s), writer })
+        Ok(Self {
+            reader: BufReader::new(s),
+            writer,
+        })
     }
 
     /// Sends a request given as a JSON object without `v` (e.g. `{"cmd":"status"}`) and waits
@@ -56,7 +61,8 @@ impl Client {
         if let Some(o) = req.as_object_mut() {
             o.insert("v".into(), CONTROL_VERSION.into());
         }
-        let mut line = serde_json::to_vec(&req).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(&req).map_err(|e| ClientError::Malformed(e.to_string()))?;
         line.push(b'\n');
         self.writer.write_all(&line)?;
         self.read_response()
@@ -77,9 +83,13 @@ impl Client {
     pub fn read_response(&mut self) -> Result<Response, ClientError> {
         let mut buf = String::new();
         if self.reader.read_line(&mut buf)? == 0 {
-            return Err(ClientError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "ampd closed the connection")));
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "ampd closed the connection",
+            )));
         }
-        serde_json::from_str(&buf).map_err(|e| ClientError::Malformed(format!("{e}: {}", buf.trim_end())))
+        serde_json::from_str(&buf)
+            .map_err(|e| ClientError::Malformed(format!("{e}: {}", buf.trim_end())))
     }
 }
 
@@ -87,6 +97,10 @@ impl Client {
 ///
 /// # Errors
 /// As [`Client::connect`] and [`Client::request`].
-pub fn request(path: &Path, req: serde_json::Value, timeout: Duration) -> Result<Response, ClientError> {
+pub fn request(
+    path: &Path,
+    req: serde_json::Value,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     Client::connect(path, timeout)?.request(req)
 }

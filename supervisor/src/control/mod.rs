@@ -2,6 +2,6 @@
 //! ([`server`]) and a blocking client ([`client`]).
 
 pub mod client;
-pub mod render;
 pub mod proto;
+pub mod render;
 pub mod server;

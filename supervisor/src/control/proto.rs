@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_VERSION: u32 = 1;
 
 /// Commands that take no arguments.
-const UNIT_COMMANDS: &[&str] =
-    &["status", "shutdown", "attach", "dlq_list", "pause", "resume", "workers", "queues", "tasks", "stats"];
+const UNIT_COMMANDS: &[&str] = &[
+    "status", "shutdown", "attach", "dlq_list", "pause", "resume", "workers", "queues", "tasks",
+    "stats",
+];
 
 /// Longest request line accepted (bytes, without the newline).
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
@@ -246,13 +248,23 @@ impl Response {
     /// A success carrying `data`.
     #[must_use]
     pub fn ok(data: serde_json::Value) -> Self {
-        Self { v: CONTROL_VERSION, ok: true, data: Some(data), error: None }
+        Self {
+            v: CONTROL_VERSION,
+            ok: true,
+            data: Some(data),
+            error: None,
+        }
     }
 
     /// A failure with a message.
     #[must_use]
     pub fn err(msg: impl Into<String>) -> Self {
-        Self { v: CONTROL_VERSION, ok: false, data: None, error: Some(msg.into()) }
+        Self {
+            v: CONTROL_VERSION,
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
     }
 }
 
@@ -263,14 +275,28 @@ impl Response {
 /// A message for the error response.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     if line.len() > MAX_REQUEST_LINE {
-        return Err(format!("request line of {} bytes exceeds the {MAX_REQUEST_LINE}-byte limit", line.len()));
+        return Err(format!(
+            "request line of {} bytes exceeds the {MAX_REQUEST_LINE}-byte limit",
+            line.len()
+        ));
     }
-    let mut value: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
-    let obj = value.as_object_mut().ok_or("a request must be a JSON object")?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or("a request must be a JSON object")?;
     match obj.remove("v") {
         Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(CONTROL_VERSION)) => {}
-        Some(v) => return Err(format!("control protocol version {v} not supported; ampd speaks {CONTROL_VERSION}")),
-        None => return Err(format!("missing field `v` (the protocol version, {CONTROL_VERSION})")),
+        Some(v) => {
+            return Err(format!(
+                "control protocol version {v} not supported; ampd speaks {CONTROL_VERSION}"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "missing field `v` (the protocol version, {CONTROL_VERSION})"
+            ))
+        }
     }
     let cmd = match obj.get("cmd") {
         Some(serde_json::Value::String(c)) => c.clone(),
@@ -292,14 +318,19 @@ mod tests {
 
     #[test]
     fn parses_and_refuses() {
-        assert_eq!(parse_request(br#"{"v":1,"cmd":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            parse_request(br#"{"v":1,"cmd":"status"}"#),
+            Ok(Request::Status)
+        );
         let e = parse_request(br#"{"v":1,"cmd":"frobnicate"}"#).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
         let e = parse_request(br#"{"v":1,"cmd":"status","extra":1}"#).unwrap_err();
         assert!(e.contains("extra"), "{e}");
         let e = parse_request(br#"{"v":2,"cmd":"status"}"#).unwrap_err();
         assert!(e.contains("version 2"), "{e}");
-        assert!(parse_request(br#"{"cmd":"status"}"#).unwrap_err().contains("`v`"));
+        assert!(parse_request(br#"{"cmd":"status"}"#)
+            .unwrap_err()
+            .contains("`v`"));
         assert!(parse_request(b"{not json").is_err());
     }
 }

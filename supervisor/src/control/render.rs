@@ -13,21 +13,54 @@ pub fn status_table(s: &StatusData) -> String {
         "ampd pid {}  up {:.1}s{}",
         s.pid,
         s.uptime_s,
-        if s.shutting_down { "  (shutting down)" } else { "" }
+        if s.shutting_down {
+            "  (shutting down)"
+        } else {
+            ""
+        }
     );
-    let w = s.workers.iter().map(|w| w.name.len()).max().unwrap_or(4).max(6);
-    let _ = writeln!(out, "{:<w$}  {:<12} {:>8} {:>8} {:>9}  LAST EXIT", "WORKER", "STATE", "PID", "RESTARTS", "READY");
+    let w = s
+        .workers
+        .iter()
+        .map(|w| w.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(6);
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:<12} {:>8} {:>8} {:>9}  LAST EXIT",
+        "WORKER", "STATE", "PID", "RESTARTS", "READY"
+    );
     for wk in &s.workers {
         let pid = wk.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
-        let ready = wk.ready_ms.map_or_else(|| "-".to_owned(), |m| format!("{:.2}s", m as f64 / 1000.0));
+        let ready = wk
+            .ready_ms
+            .map_or_else(|| "-".to_owned(), |m| format!("{:.2}s", m as f64 / 1000.0));
         let last = wk.last_exit.clone().unwrap_or_else(|| "-".to_owned());
-        let _ = writeln!(out, "{:<w$}  {:<12} {:>8} {:>8} {:>9}  {}", wk.name, wk.state, pid, wk.restarts, ready, last);
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<12} {:>8} {:>8} {:>9}  {}",
+            wk.name, wk.state, pid, wk.restarts, ready, last
+        );
     }
     if !s.queues.is_empty() {
-        let _ = writeln!(out, "\n{:<w$}  {:<13} {:>10} {:>9} {:>11}  QUEUED", "KIND", "POLICY", "IN FLIGHT", "REJECTED", "DISPATCHED");
+        let _ = writeln!(
+            out,
+            "\n{:<w$}  {:<13} {:>10} {:>9} {:>11}  QUEUED",
+            "KIND", "POLICY", "IN FLIGHT", "REJECTED", "DISPATCHED"
+        );
         for q in &s.queues {
             let depth: Vec<String> = q.depth.iter().map(|(c, n)| format!("{c}={n}")).collect();
-            let _ = writeln!(out, "{:<w$}  {:<13} {:>10} {:>9} {:>11}  {}", q.kind, q.policy, q.in_flight, q.rejected, q.dispatched, depth.join(" "));
+            let _ = writeln!(
+                out,
+                "{:<w$}  {:<13} {:>10} {:>9} {:>11}  {}",
+                q.kind,
+                q.policy,
+                q.in_flight,
+                q.rejected,
+                q.dispatched,
+                depth.join(" ")
+            );
         }
         let t = &s.tasks;
         let _ = writeln!(
@@ -56,7 +89,11 @@ pub fn event_line(ev: &serde_json::Value) -> String {
 #[must_use]
 pub fn stats_table(d: &serde_json::Value) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<12} {:<12} {:>10} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}", "KIND", "WORKER", "COMPLETED", "ERRORS", "TASKS/S", "P50 ms", "P90 ms", "P99 ms", "MAX ms");
+    let _ = writeln!(
+        out,
+        "{:<12} {:<12} {:>10} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "KIND", "WORKER", "COMPLETED", "ERRORS", "TASKS/S", "P50 ms", "P90 ms", "P99 ms", "MAX ms"
+    );
     for r in d["stats"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
@@ -79,14 +116,20 @@ pub fn stats_table(d: &serde_json::Value) -> String {
 #[must_use]
 pub fn workers_table(d: &serde_json::Value) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<12} {:<10} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}", "WORKER", "STATE", "PID", "RESTARTS", "IN FLIGHT", "OK", "ERR", "CPU s", "RSS MiB");
+    let _ = writeln!(
+        out,
+        "{:<12} {:<10} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8} {:>10}",
+        "WORKER", "STATE", "PID", "RESTARTS", "IN FLIGHT", "OK", "ERR", "CPU s", "RSS MiB"
+    );
     for w in d["workers"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
             "{:<12} {:<10} {:>8} {:>8} {:>9} {:>9} {:>7} {:>8.2} {:>10.1}",
             w["name"].as_str().unwrap_or("?"),
             w["state"].as_str().unwrap_or("?"),
-            w["pid"].as_u64().map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            w["pid"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
             w["restarts"].as_u64().unwrap_or(0),
             w["in_flight"].as_u64().unwrap_or(0),
             w["completed_ok"].as_u64().unwrap_or(0),

@@ -69,14 +69,20 @@ impl ControlServer {
     pub fn bind(path: &Path, registry: &Registry, access: Access) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             if !dir.exists() {
-                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)?;
             }
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("{} is in use by a running ampd; stop it or choose another control_socket", path.display()),
+                    format!(
+                        "{} is in use by a running ampd; stop it or choose another control_socket",
+                        path.display()
+                    ),
                 ));
             }
             std::fs::remove_file(path)?;
@@ -87,7 +93,14 @@ impl ControlServer {
         let mut listener = bound?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         registry.register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(Self { listener, path: path.to_owned(), conns: Slab::new(), access, my_uid: nix::unistd::getuid().as_raw(), closed: Vec::new() })
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+            conns: Slab::new(),
+            access,
+            my_uid: nix::unistd::getuid().as_raw(),
+            closed: Vec::new(),
+        })
     }
 
     /// The socket path.
@@ -111,7 +124,10 @@ impl ControlServer {
                 return Ok(());
             }
         }
-        Err(format!("uid {uid} is neither ampd's uid {} nor root nor in the control group", self.my_uid))
+        Err(format!(
+            "uid {uid} is neither ampd's uid {} nor root nor in the control group",
+            self.my_uid
+        ))
     }
 
     /// Accepts every pending connection.
@@ -119,7 +135,10 @@ impl ControlServer {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
-                    let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials);
+                    let cred = nix::sys::socket::getsockopt(
+                        &stream,
+                        nix::sys::socket::sockopt::PeerCredentials,
+                    );
                     let (uid, gid, pid) = match cred {
                         Ok(c) => (c.uid(), c.gid(), c.pid()),
                         Err(e) => {
@@ -129,14 +148,26 @@ impl ControlServer {
                     };
                     if let Err(why) = self.allowed(uid, gid) {
                         tracing::warn!(pid, uid, "control connection refused: {why}");
-                        let line = serde_json::to_string(&Response::err(format!("permission denied: {why}"))).unwrap_or_default();
+                        let line = serde_json::to_string(&Response::err(format!(
+                            "permission denied: {why}"
+                        )))
+                        .unwrap_or_default();
                         let _ = stream.write_all(format!("{line}\n").as_bytes());
                         continue;
                     }
                     let entry = self.conns.vacant_entry();
                     let token = Token(CONN_BASE + entry.key());
-                    if registry.register(&mut stream, token, Interest::READABLE).is_ok() {
-                        entry.insert(Conn { stream, inbuf: Vec::new(), out: VecDeque::new(), closing: false, uid });
+                    if registry
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        entry.insert(Conn {
+                            stream,
+                            inbuf: Vec::new(),
+                            out: VecDeque::new(),
+                            closing: false,
+                            uid,
+                        });
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -153,7 +184,9 @@ impl ControlServer {
     pub fn ready(&mut self, token: Token, registry: &Registry) -> Vec<Incoming> {
         let id = token.0 - CONN_BASE;
         let mut out = Vec::new();
-        let Some(c) = self.conns.get_mut(id) else { return out };
+        let Some(c) = self.conns.get_mut(id) else {
+            return out;
+        };
         let mut eof = false;
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -174,7 +207,13 @@ impl ControlServer {
                     }
                     if c.inbuf.len() > MAX_REQUEST_LINE {
                         c.inbuf.clear();
-                        out.push((id, c.uid, Err(format!("request line exceeds the {MAX_REQUEST_LINE}-byte limit; closing"))));
+                        out.push((
+                            id,
+                            c.uid,
+                            Err(format!(
+                                "request line exceeds the {MAX_REQUEST_LINE}-byte limit; closing"
+                            )),
+                        ));
                         c.closing = true;
                         break;
                     }
@@ -198,11 +237,17 @@ impl ControlServer {
 
     /// Queues a response line for connection `id` and tries to send it.
     pub fn respond(&mut self, id: usize, resp: &Response, registry: &Registry) {
-        let Some(c) = self.conns.get_mut(id) else { return };
-        let mut line = serde_json::to_vec(resp).unwrap_or_else(|e| format!("{{\"v\":1,\"ok\":false,\"error\":\"{e}\"}}").into_bytes());
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let mut line = serde_json::to_vec(resp)
+            .unwrap_or_else(|e| format!("{{\"v\":1,\"ok\":false,\"error\":\"{e}\"}}").into_bytes());
         line.push(b'\n');
         if c.out.len() + line.len() > MAX_PENDING_OUTPUT {
-            tracing::warn!(conn = id, "control client does not read its responses; disconnecting it");
+            tracing::warn!(
+                conn = id,
+                "control client does not read its responses; disconnecting it"
+            );
             self.close(id, registry);
             return;
         }
@@ -216,18 +261,35 @@ impl ControlServer {
     ///
     /// # Errors
     /// When output is already queued or `sendmsg` fails.
-    pub fn respond_with_fds(&mut self, id: usize, resp: &Response, fds: &[std::os::fd::RawFd], registry: &Registry) -> io::Result<()> {
+    pub fn respond_with_fds(
+        &mut self,
+        id: usize,
+        resp: &Response,
+        fds: &[std::os::fd::RawFd],
+        registry: &Registry,
+    ) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let c = self.conns.get_mut(id).ok_or_else(|| io::Error::other("connection gone"))?;
+        let c = self
+            .conns
+            .get_mut(id)
+            .ok_or_else(|| io::Error::other("connection gone"))?;
         if !c.out.is_empty() {
-            return Err(io::Error::other("responses are queued on this connection; attach on a fresh one"));
+            return Err(io::Error::other(
+                "responses are queued on this connection; attach on a fresh one",
+            ));
         }
         let mut line = serde_json::to_vec(resp).map_err(io::Error::other)?;
         line.push(b'\n');
         let iov = [io::IoSlice::new(&line)];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(fds)];
         let sent = loop {
-            match nix::sys::socket::sendmsg::<()>(c.stream.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None) {
+            match nix::sys::socket::sendmsg::<()>(
+                c.stream.as_raw_fd(),
+                &iov,
+                &cmsg,
+                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
                 Ok(n) => break n,
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
@@ -253,7 +315,9 @@ impl ControlServer {
     }
 
     fn flush(&mut self, id: usize, registry: &Registry) {
-        let Some(c) = self.conns.get_mut(id) else { return };
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
         while !c.out.is_empty() {
             let (a, _) = c.out.as_slices();
             match c.stream.write(a) {
@@ -274,7 +338,11 @@ impl ControlServer {
             self.close(id, registry);
             return;
         }
-        let interest = if c.out.is_empty() { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+        let interest = if c.out.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
         let _ = registry.reregister(&mut c.stream, Token(CONN_BASE + id), interest);
     }
 
@@ -298,10 +366,14 @@ impl ControlServer {
 
 /// Whether `uid`'s supplementary groups include `gid` (via its user record).
 fn user_in_group(uid: u32, gid: u32) -> bool {
-    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else { return false };
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+        return false;
+    };
     if user.gid.as_raw() == gid {
         return true;
     }
-    let Ok(name) = std::ffi::CString::new(user.name) else { return false };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
     nix::unistd::getgrouplist(&name, user.gid).is_ok_and(|gs| gs.iter().any(|g| g.as_raw() == gid))
 }

@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use amp_ipc::proto::FromWorker;
-use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender};
+use ipc_channel::ipc::{
+    self, IpcOneShotServer, IpcReceiver, IpcReceiverSet, IpcSelectionResult, IpcSender,
+};
 use serde::{Deserialize, Serialize};
 
 /// Identifies one spawn of one unit (unit index + spawn generation), so messages from a previous
@@ -34,7 +36,10 @@ pub enum BridgeMsg {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum BridgeCmd {
-    Add { conn: Conn, rx: IpcReceiver<FromWorker> },
+    Add {
+        conn: Conn,
+        rx: IpcReceiver<FromWorker>,
+    },
     Stop,
 }
 
@@ -59,40 +64,52 @@ impl Bridge {
         let mut set = IpcReceiverSet::new()?;
         let cmd_id = set.add(cmd_rx)?;
         let (ttx, twaker) = (tx.clone(), Arc::clone(&waker));
-        let thread = std::thread::Builder::new().name("amp-bridge".into()).spawn(move || {
-            let mut conns: HashMap<u64, Conn> = HashMap::new();
-            loop {
-                let Ok(results) = set.select() else { return };
-                for r in results {
-                    match r {
-                        IpcSelectionResult::MessageReceived(id, msg) if id == cmd_id => match msg.to::<BridgeCmd>() {
-                            Ok(BridgeCmd::Add { conn, rx }) => {
-                                if let Ok(nid) = set.add(rx) {
-                                    conns.insert(nid, conn);
+        let thread = std::thread::Builder::new()
+            .name("amp-bridge".into())
+            .spawn(move || {
+                let mut conns: HashMap<u64, Conn> = HashMap::new();
+                loop {
+                    let Ok(results) = set.select() else { return };
+                    for r in results {
+                        match r {
+                            IpcSelectionResult::MessageReceived(id, msg) if id == cmd_id => {
+                                match msg.to::<BridgeCmd>() {
+                                    Ok(BridgeCmd::Add { conn, rx }) => {
+                                        if let Ok(nid) = set.add(rx) {
+                                            conns.insert(nid, conn);
+                                        }
+                                    }
+                                    Ok(BridgeCmd::Stop) | Err(_) => return,
                                 }
                             }
-                            Ok(BridgeCmd::Stop) | Err(_) => return,
-                        },
-                        IpcSelectionResult::MessageReceived(id, msg) => {
-                            if let (Some(&conn), Ok(m)) = (conns.get(&id), msg.to::<FromWorker>()) {
-                                let _ = ttx.send(BridgeMsg::Message(conn, m));
-                                let _ = twaker.wake();
+                            IpcSelectionResult::MessageReceived(id, msg) => {
+                                if let (Some(&conn), Ok(m)) =
+                                    (conns.get(&id), msg.to::<FromWorker>())
+                                {
+                                    let _ = ttx.send(BridgeMsg::Message(conn, m));
+                                    let _ = twaker.wake();
+                                }
                             }
-                        }
-                        IpcSelectionResult::ChannelClosed(id) => {
-                            if id == cmd_id {
-                                return;
-                            }
-                            if let Some(conn) = conns.remove(&id) {
-                                let _ = ttx.send(BridgeMsg::Closed(conn));
-                                let _ = twaker.wake();
+                            IpcSelectionResult::ChannelClosed(id) => {
+                                if id == cmd_id {
+                                    return;
+                                }
+                                if let Some(conn) = conns.remove(&id) {
+                                    let _ = ttx.send(BridgeMsg::Closed(conn));
+                                    let _ = twaker.wake();
+                                }
                             }
                         }
                     }
                 }
-            }
-        })?;
-        Ok(Self { cmd, tx, rx, waker, thread: Some(thread) })
+            })?;
+        Ok(Self {
+            cmd,
+            tx,
+            rx,
+            waker,
+            thread: Some(thread),
+        })
     }
 
     /// Opens a one-shot server for a worker about to be spawned and waits for it on a short
@@ -103,18 +120,20 @@ impl Bridge {
     pub fn expect(&self, conn: Conn) -> std::io::Result<String> {
         let (server, name) = IpcOneShotServer::<FromWorker>::new()?;
         let (tx, waker, cmd) = (self.tx.clone(), Arc::clone(&self.waker), self.cmd.clone());
-        std::thread::Builder::new().name("amp-handshake".into()).spawn(move || {
-            match server.accept() {
-                Ok((rx, first)) => {
-                    let _ = tx.send(BridgeMsg::Accepted(conn, first));
-                    let _ = cmd.send(BridgeCmd::Add { conn, rx });
+        std::thread::Builder::new()
+            .name("amp-handshake".into())
+            .spawn(move || {
+                match server.accept() {
+                    Ok((rx, first)) => {
+                        let _ = tx.send(BridgeMsg::Accepted(conn, first));
+                        let _ = cmd.send(BridgeCmd::Add { conn, rx });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(BridgeMsg::AcceptFailed(conn, e.to_string()));
+                    }
                 }
-                Err(e) => {
-                    let _ = tx.send(BridgeMsg::AcceptFailed(conn, e.to_string()));
-                }
-            }
-            let _ = waker.wake();
-        })?;
+                let _ = waker.wake();
+            })?;
         Ok(name)
     }
 
@@ -122,7 +141,9 @@ impl Bridge {
     /// connected): connects to the server and says Goodbye, which the loop then ignores.
     pub fn abandon(server_name: &str) {
         if let Ok(s) = IpcSender::<FromWorker>::connect(server_name.to_owned()) {
-            let _ = s.send(FromWorker::Goodbye { reason: "handshake abandoned by ampd".into() });
+            let _ = s.send(FromWorker::Goodbye {
+                reason: "handshake abandoned by ampd".into(),
+            });
         }
     }
 

@@ -47,7 +47,12 @@ impl Clients {
     ///
     /// # Errors
     /// A message for the error response.
-    pub fn attach(&mut self, conn: usize, prefix: &str, cfg: &SegmentConfig) -> Result<Attach, String> {
+    pub fn attach(
+        &mut self,
+        conn: usize,
+        prefix: &str,
+        cfg: &SegmentConfig,
+    ) -> Result<Attach, String> {
         let mut seg = Segment::create(prefix, cfg, 1).map_err(|e| e.to_string())?;
         seg.set_unlink_on_drop(true);
         let seg = Arc::new(seg);
@@ -57,9 +62,16 @@ impl Clients {
             results_bell.try_clone_fd().map_err(|e| e.to_string())?,
             submissions_bell.try_clone_fd().map_err(|e| e.to_string())?,
         );
-        let end = SupervisorEnd::new(&seg, results_bell, submissions_bell).map_err(|e| e.to_string())?;
+        let end =
+            SupervisorEnd::new(&seg, results_bell, submissions_bell).map_err(|e| e.to_string())?;
         let segment = seg.name().to_owned();
-        let id = self.slab.insert(ClientRt { conn, seg, end, attached: false, backlog: Default::default() });
+        let id = self.slab.insert(ClientRt {
+            conn,
+            seg,
+            end,
+            attached: false,
+            backlog: Default::default(),
+        });
         Ok(Attach { id, segment, fds })
     }
 
@@ -68,16 +80,28 @@ impl Clients {
     /// # Errors
     /// When the id is unknown or belongs to another connection.
     pub fn attached(&mut self, conn: usize, id: u64) -> Result<(), String> {
-        let c = usize::try_from(id).ok().and_then(|i| self.slab.get_mut(i)).filter(|c| c.conn == conn);
-        let Some(c) = c else { return Err(format!("client {id} is not attached on this connection")) };
+        let c = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.slab.get_mut(i))
+            .filter(|c| c.conn == conn);
+        let Some(c) = c else {
+            return Err(format!("client {id} is not attached on this connection"));
+        };
         c.attached = true;
         c.seg.unlink().map_err(|e| e.to_string())
     }
 
     /// Clients of a closed connection, removed.
     pub fn remove_conn(&mut self, conn: usize) -> Vec<(usize, ClientRt)> {
-        let ids: Vec<usize> = self.slab.iter().filter(|(_, c)| c.conn == conn).map(|(i, _)| i).collect();
-        ids.into_iter().filter_map(|i| self.slab.try_remove(i).map(|c| (i, c))).collect()
+        let ids: Vec<usize> = self
+            .slab
+            .iter()
+            .filter(|(_, c)| c.conn == conn)
+            .map(|(i, _)| i)
+            .collect();
+        ids.into_iter()
+            .filter_map(|i| self.slab.try_remove(i).map(|c| (i, c)))
+            .collect()
     }
 }
 
@@ -100,7 +124,11 @@ impl ClientRt {
     fn write(&mut self, h: &ResultHeader, body: &[u8]) -> bool {
         let max = usize::try_from(self.seg.layout().tasks.max_record).unwrap_or(usize::MAX);
         let body = &body[..body.len().min(max - RESULT_HEADER_SIZE)];
-        match self.end.tasks.reserve(RESULT_HEADER_SIZE + body.len(), TAG_RESULT) {
+        match self
+            .end
+            .tasks
+            .reserve(RESULT_HEADER_SIZE + body.len(), TAG_RESULT)
+        {
             Ok(mut r) => {
                 h.write(&mut r);
                 r[RESULT_HEADER_SIZE..].copy_from_slice(body);

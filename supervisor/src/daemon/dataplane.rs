@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use amp_ipc::wire::{
-    CompletionHeader, Outcome, ResultHeader, ResultStatus, SubmitHeader, TaskHeader, TAG_COMPLETION, TAG_SUBMIT,
-    TAG_TASK, TASK_HEADER_SIZE,
+    CompletionHeader, Outcome, ResultHeader, ResultStatus, SubmitHeader, TaskHeader,
+    TAG_COMPLETION, TAG_SUBMIT, TAG_TASK, TASK_HEADER_SIZE,
 };
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -15,8 +15,8 @@ use rand::SeedableRng;
 use crate::config::{Config, WorkerMode};
 use crate::control::proto::Response;
 use crate::delivery::{
-    Delivery, DeliveryAction, DeliveryOptions, FinalOutcome, LostCause, NewTask, Submitted, Submitter,
-    Take, TaskId,
+    Delivery, DeliveryAction, DeliveryOptions, FinalOutcome, LostCause, NewTask, Submitted,
+    Submitter, Take, TaskId,
 };
 use crate::router::{ClassId, Dispatch, KindRouter};
 
@@ -83,7 +83,9 @@ pub struct Plane {
 
 impl std::fmt::Debug for Plane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plane").field("kinds", &self.kind_names).finish_non_exhaustive()
+        f.debug_struct("Plane")
+            .field("kinds", &self.kind_names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +98,12 @@ impl Plane {
         let kind_names: Vec<String> = cfg.kinds.keys().cloned().collect();
         let mut routers = Vec::with_capacity(kind_names.len());
         for (i, k) in cfg.kinds.values().enumerate() {
-            routers.push(KindRouter::new(k, &cfg.classes, seed ^ (i as u64 + 1), Duration::from_secs(10))?);
+            routers.push(KindRouter::new(
+                k,
+                &cfg.classes,
+                seed ^ (i as u64 + 1),
+                Duration::from_secs(10),
+            )?);
         }
         let delivery = Delivery::new(
             cfg.kinds.values().cloned().collect(),
@@ -144,13 +151,21 @@ impl Plane {
     /// Tasks in flight on `unit`: (id, kind, since).
     #[must_use]
     pub fn flights_on(&self, unit: usize) -> Vec<(u64, u32, Instant)> {
-        let mut v: Vec<_> = self.flights.iter().filter(|(_, f)| f.unit == unit).map(|(id, f)| (*id, f.kind, f.since)).collect();
+        let mut v: Vec<_> = self
+            .flights
+            .iter()
+            .filter(|(_, f)| f.unit == unit)
+            .map(|(id, f)| (*id, f.kind, f.since))
+            .collect();
         v.sort_unstable_by_key(|x| x.0);
         v
     }
 
     fn serial_of(&self, key: usize) -> u64 {
-        self.client_keys.iter().find(|(_, k)| **k == key).map_or(u64::MAX, |(s, _)| *s)
+        self.client_keys
+            .iter()
+            .find(|(_, k)| **k == key)
+            .map_or(u64::MAX, |(s, _)| *s)
     }
 }
 
@@ -158,13 +173,22 @@ fn status_and_body(o: &FinalOutcome) -> (ResultStatus, Vec<u8>) {
     match o {
         FinalOutcome::Ok(b) => (ResultStatus::Ok, b.clone()),
         FinalOutcome::Failed { message } => (ResultStatus::Failed, message.clone().into_bytes()),
-        FinalOutcome::DeadlineExceeded => (ResultStatus::DeadlineExceeded, b"deadline exceeded before dispatch".to_vec()),
-        FinalOutcome::TimedOut { after } => {
-            (ResultStatus::Failed, format!("timed out: still running after {after:?}").into_bytes())
+        FinalOutcome::DeadlineExceeded => (
+            ResultStatus::DeadlineExceeded,
+            b"deadline exceeded before dispatch".to_vec(),
+        ),
+        FinalOutcome::TimedOut { after } => (
+            ResultStatus::Failed,
+            format!("timed out: still running after {after:?}").into_bytes(),
+        ),
+        FinalOutcome::DeadLettered { reason } => {
+            (ResultStatus::DeadLettered, reason.clone().into_bytes())
         }
-        FinalOutcome::DeadLettered { reason } => (ResultStatus::DeadLettered, reason.clone().into_bytes()),
         FinalOutcome::LoopLimit { payload, .. } => (ResultStatus::LoopLimit, payload.clone()),
-        FinalOutcome::Cancelled { reason } => (ResultStatus::Failed, format!("cancelled: {reason}").into_bytes()),
+        FinalOutcome::Cancelled { reason } => (
+            ResultStatus::Failed,
+            format!("cancelled: {reason}").into_bytes(),
+        ),
         FinalOutcome::Rejected { reason } => (ResultStatus::Rejected, reason.clone().into_bytes()),
     }
 }
@@ -188,7 +212,12 @@ impl Daemon {
         let mut moved = false;
         moved |= self.read_submissions(now);
         moved |= self.read_completions(now);
-        if self.plane.delivery.next_deadline().is_some_and(|d| d <= now) {
+        if self
+            .plane
+            .delivery
+            .next_deadline()
+            .is_some_and(|d| d <= now)
+        {
             let actions = self.plane.delivery.tick(now);
             self.carry_out(now, actions);
         }
@@ -199,14 +228,23 @@ impl Daemon {
     }
 
     fn read_submissions(&mut self, now: Instant) -> bool {
-        let keys: Vec<usize> = self.plane.clients.slab.iter().filter(|(_, c)| c.attached).map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self
+            .plane
+            .clients
+            .slab
+            .iter()
+            .filter(|(_, c)| c.attached)
+            .map(|(k, _)| k)
+            .collect();
         let mut moved = false;
         for key in keys {
             let serial = self.plane.serial_of(key);
             let mut batch: Vec<(SubmitHeader, Option<String>, Vec<u8>)> = Vec::new();
             let mut bad = None;
             {
-                let Some(c) = self.plane.clients.slab.get_mut(key) else { continue };
+                let Some(c) = self.plane.clients.slab.get_mut(key) else {
+                    continue;
+                };
                 if !c.drain_backlog() && !c.backlog.is_empty() {
                     // The client does not read its results: stop taking its submissions until
                     // it does (backpressure), so nothing is dropped.
@@ -214,19 +252,24 @@ impl Daemon {
                 }
                 for _ in 0..READ_BUDGET {
                     match c.end.completions.read() {
-                        Ok(Some(rec)) if rec.tag() == TAG_SUBMIT => match SubmitHeader::read(rec.data()) {
-                            Ok((h, key, payload)) => batch.push((
-                                h,
-                                key.map(|k| String::from_utf8_lossy(k).into_owned()),
-                                payload.to_vec(),
-                            )),
-                            Err(e) => {
-                                bad = Some(e.to_string());
-                                break;
+                        Ok(Some(rec)) if rec.tag() == TAG_SUBMIT => {
+                            match SubmitHeader::read(rec.data()) {
+                                Ok((h, key, payload)) => batch.push((
+                                    h,
+                                    key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                                    payload.to_vec(),
+                                )),
+                                Err(e) => {
+                                    bad = Some(e.to_string());
+                                    break;
+                                }
                             }
-                        },
+                        }
                         Ok(Some(rec)) => {
-                            bad = Some(format!("unexpected record tag {} on a submission ring", rec.tag()));
+                            bad = Some(format!(
+                                "unexpected record tag {} on a submission ring",
+                                rec.tag()
+                            ));
                             break;
                         }
                         Ok(None) => break,
@@ -247,8 +290,12 @@ impl Daemon {
             }
             moved |= !batch.is_empty();
             for (h, key_s, payload) in batch {
-                let to = Submitter { client: serial, tag: h.ticket };
-                let deadline = (h.timeout_ms > 0).then(|| now + Duration::from_millis(u64::from(h.timeout_ms)));
+                let to = Submitter {
+                    client: serial,
+                    tag: h.ticket,
+                };
+                let deadline = (h.timeout_ms > 0)
+                    .then(|| now + Duration::from_millis(u64::from(h.timeout_ms)));
                 let class = usize::try_from(h.class).unwrap_or(usize::MAX);
                 let parent = (h.parent != 0).then_some(TaskId(h.parent));
                 self.intake(now, to, h.kind, class, payload, deadline, key_s, parent);
@@ -258,7 +305,10 @@ impl Daemon {
     }
 
     /// Accepts one submission (from a client ring or the control socket); answers rejections.
-    #[allow(clippy::too_many_arguments, reason = "one call site per intake path; a struct would only rename them")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per intake path; a struct would only rename them"
+    )]
     pub(super) fn intake(
         &mut self,
         now: Instant,
@@ -281,7 +331,10 @@ impl Daemon {
             return reject(self, format!("kind id {kind} is not served by this ampd"));
         };
         if self.plane.paused {
-            return reject(self, "intake is paused (ampctl pause); retry after ampctl resume".to_owned());
+            return reject(
+                self,
+                "intake is paused (ampctl pause); retry after ampctl resume".to_owned(),
+            );
         }
         if class >= self.plane.class_names.len() {
             return reject(self, format!("priority class {class} does not exist"));
@@ -299,14 +352,11 @@ impl Daemon {
             Ok(Submitted::Queued(id)) => {
                 self.plane.meta.insert(id.0, (now, 0));
                 if let Err(full) = self.plane.routers[kind as usize].submit(id.0, ClassId::new(class)) {
-                    // Take it back out of the delivery core: it was never queued.
-                    let actions = self.plane.delivery.cancel(id, &full.to_string());
-                    for a in actions {
-                        if let DeliveryAction::Deliver { to, id, .. } = a {
-                            self.answer(now, to, id, FinalOutcome::Rejected { reason: full.to_string() });
-                        }
-                    }
-                    return None;
+                    // Take it back out of the delivery core as if never submitted (this also
+                    // frees its idempotency key), and refuse it.
+                    self.plane.delivery.withdraw(id);
+                    self.plane.meta.remove(&id.0);
+                    return reject(self, full.to_string());
                 }
                 Some(id)
             }
@@ -332,11 +382,15 @@ impl Daemon {
         let mut batch: Vec<(CompletionHeader, Outcome)> = Vec::new();
         let mut bad = None;
         {
-            let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) else { return false };
+            let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) else {
+                return false;
+            };
             for _ in 0..READ_BUDGET {
                 match ipc.end.completions.read() {
                     Ok(Some(rec)) if rec.tag() == TAG_COMPLETION => {
-                        match CompletionHeader::read(rec.data()).and_then(|(h, body)| Ok((h, Outcome::decode(h.status, body)?))) {
+                        match CompletionHeader::read(rec.data())
+                            .and_then(|(h, body)| Ok((h, Outcome::decode(h.status, body)?)))
+                        {
                             Ok(x) => batch.push(x),
                             Err(e) => {
                                 bad = Some(e.to_string());
@@ -345,7 +399,10 @@ impl Daemon {
                         }
                     }
                     Ok(Some(rec)) => {
-                        bad = Some(format!("unexpected record tag {} on a completions ring", rec.tag()));
+                        bad = Some(format!(
+                            "unexpected record tag {} on a completions ring",
+                            rec.tag()
+                        ));
                         break;
                     }
                     Ok(None) => break,
@@ -368,12 +425,19 @@ impl Daemon {
                         .pair_stats
                         .entry((f.kind, u))
                         .or_insert_with(|| super::requests::PairStats::new(now))
-                        .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), ok, now);
+                        .record(
+                            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                            ok,
+                            now,
+                        );
                 } else {
                     self.plane.flights.insert(h.id, f);
                 }
             }
-            let actions = self.plane.delivery.completed(now, u, TaskId(h.id), h.attempt, outcome);
+            let actions = self
+                .plane
+                .delivery
+                .completed(now, u, TaskId(h.id), h.attempt, outcome);
             self.carry_out(now, actions);
         }
         if let Some(why) = bad {
@@ -382,7 +446,11 @@ impl Daemon {
             self.plane.malformed += 1;
             let name = self.units[u].name.clone();
             tracing::error!(unit = %name, "worker wrote a malformed completions ring ({why}); killing it");
-            self.record(u, "quarantined", format!("malformed completions ring: {why}"));
+            self.record(
+                u,
+                "quarantined",
+                format!("malformed completions ring: {why}"),
+            );
             if let Some(p) = &self.units[u].proc {
                 let _ = crate::sys::signal_group(p.pid, nix::sys::signal::Signal::SIGKILL);
             }
@@ -431,13 +499,22 @@ impl Daemon {
             flags: 0,
             deadline_ns: info.deadline.map_or(0, |dl| {
                 let left = dl.saturating_duration_since(now);
-                crate::sys::monotonic_ns().saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
+                crate::sys::monotonic_ns()
+                    .saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))
             }),
         };
         let payload = info.payload;
         let attempt = info.attempt;
-        let written = match self.units[d.unit].proc.as_mut().and_then(|p| p.ipc.as_mut()) {
-            Some(ipc) => match ipc.end.tasks.reserve(TASK_HEADER_SIZE + payload.len(), TAG_TASK) {
+        let written = match self.units[d.unit]
+            .proc
+            .as_mut()
+            .and_then(|p| p.ipc.as_mut())
+        {
+            Some(ipc) => match ipc
+                .end
+                .tasks
+                .reserve(TASK_HEADER_SIZE + payload.len(), TAG_TASK)
+            {
                 Ok(mut r) => {
                     header.write(&mut r);
                     r[TASK_HEADER_SIZE..].copy_from_slice(payload);
@@ -452,7 +529,14 @@ impl Daemon {
             if let Some(m) = self.plane.meta.get_mut(&id.0) {
                 m.1 = attempt;
             }
-            self.plane.flights.insert(id.0, Flight { kind: u32::try_from(kind).unwrap_or(0), unit: d.unit, since: now });
+            self.plane.flights.insert(
+                id.0,
+                Flight {
+                    kind: u32::try_from(kind).unwrap_or(0),
+                    unit: d.unit,
+                    since: now,
+                },
+            );
             if !self.plane.dirty_units.contains(&d.unit) {
                 self.plane.dirty_units.push(d.unit);
             }
@@ -470,8 +554,10 @@ impl Daemon {
                 // Published for observers (metrics); Relaxed: counters order nothing.
                 let st = ipc.end.tasks.producer().stats();
                 let ctl = ipc.seg.control();
-                ctl.supervisor_wakeups_sent.store(st.wakeups, std::sync::atomic::Ordering::Relaxed);
-                ctl.supervisor_records_sent.store(st.records, std::sync::atomic::Ordering::Relaxed);
+                ctl.supervisor_wakeups_sent
+                    .store(st.wakeups, std::sync::atomic::Ordering::Relaxed);
+                ctl.supervisor_records_sent
+                    .store(st.records, std::sync::atomic::Ordering::Relaxed);
             }
         }
         for k in std::mem::take(&mut self.plane.dirty_clients) {
@@ -485,7 +571,12 @@ impl Daemon {
     pub(super) fn carry_out(&mut self, now: Instant, actions: Vec<DeliveryAction>) {
         for a in actions {
             match a {
-                DeliveryAction::Requeue { id, kind, class, front } => {
+                DeliveryAction::Requeue {
+                    id,
+                    kind,
+                    class,
+                    front,
+                } => {
                     let r = &mut self.plane.routers[kind as usize];
                     // Accepted once, never refused later: both ignore the queue limit.
                     if front {
@@ -502,15 +593,30 @@ impl Daemon {
                     }
                 }
                 DeliveryAction::ScheduleRetry { id, attempt, at } => {
-                    tracing::debug!(task = id.0, attempt, in_ms = at.saturating_duration_since(now).as_millis() as u64, "retry scheduled");
+                    tracing::debug!(
+                        task = id.0,
+                        attempt,
+                        in_ms = at.saturating_duration_since(now).as_millis() as u64,
+                        "retry scheduled"
+                    );
                 }
                 DeliveryAction::DeadLetter { id, reason } => {
                     tracing::warn!(task = id.0, "dead-lettered: {reason}");
-                    self.push_event(String::new(), "dead_lettered", format!("task {} {reason}", id.0));
+                    self.push_event(
+                        String::new(),
+                        "dead_lettered",
+                        format!("task {} {reason}", id.0),
+                    );
                 }
-                DeliveryAction::Abandoned { id, unit } => tracing::debug!(task = id.0, unit, "abandoned"),
+                DeliveryAction::Abandoned { id, unit } => {
+                    tracing::debug!(task = id.0, unit, "abandoned")
+                }
                 DeliveryAction::RerunFinished { id, outcome } => {
-                    tracing::info!(task = id.0, ok = outcome.is_ok(), "dead-letter re-run finished");
+                    tracing::info!(
+                        task = id.0,
+                        ok = outcome.is_ok(),
+                        "dead-letter re-run finished"
+                    );
                 }
             }
         }
@@ -521,7 +627,9 @@ impl Daemon {
         let (status, body) = status_and_body(&outcome);
         if to.client == CONTROL_CLIENT {
             let attempts = self.plane.meta.remove(&id.0).map_or(0, |m| m.1);
-            let Some(w) = self.plane.waiters.remove(&to.tag) else { return };
+            let Some(w) = self.plane.waiters.remove(&to.tag) else {
+                return;
+            };
             let resp = Response::ok(serde_json::json!({
                 "task_id": id.0,
                 "status": status_name(status),
@@ -531,11 +639,22 @@ impl Daemon {
             self.control.respond(w.conn, &resp, self.poll.registry());
             return;
         }
-        let Some(&key) = self.plane.client_keys.get(&to.client) else { return };
-        let Some(c) = self.plane.clients.slab.get_mut(key) else { return };
+        let Some(&key) = self.plane.client_keys.get(&to.client) else {
+            return;
+        };
+        let Some(c) = self.plane.clients.slab.get_mut(key) else {
+            return;
+        };
         let (since, attempts) = self.plane.meta.remove(&id.0).unwrap_or((now, 0));
-        let latency = u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
-        let h = ResultHeader { ticket: to.tag, task_id: id.0, status, attempts, latency_ns: latency };
+        let latency =
+            u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
+        let h = ResultHeader {
+            ticket: to.tag,
+            task_id: id.0,
+            status,
+            attempts,
+            latency_ns: latency,
+        };
         c.push_result(h, &body);
         if !self.plane.dirty_clients.contains(&key) {
             self.plane.dirty_clients.push(key);
@@ -543,6 +662,10 @@ impl Daemon {
     }
 
     /// An `ampctl submit`: returns the immediate response, or `None` when it waits.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors the fields of the submit request one to one"
+    )]
     pub(super) fn control_submit(
         &mut self,
         conn: usize,
@@ -575,18 +698,31 @@ impl Daemon {
         let tag = self.plane.next_control_tag;
         self.plane.next_control_tag += 1;
         self.plane.waiters.insert(tag, Waiter { conn });
-        let to = Submitter { client: CONTROL_CLIENT, tag };
+        let to = Submitter {
+            client: CONTROL_CLIENT,
+            tag,
+        };
         let deadline = timeout.map(|t| now + t);
-        let id = self.intake(now, to, u32::try_from(k).unwrap_or(0), class, payload, deadline, key, None);
-        // A rejection was answered inside intake (and removed the waiter).
-        let Some(id) = id else { return None };
+        // A rejection is answered inside intake (and removes the waiter).
+        let id = self.intake(
+            now,
+            to,
+            u32::try_from(k).unwrap_or(0),
+            class,
+            payload,
+            deadline,
+            key,
+            None,
+        )?;
         if wait {
             self.pump();
             None
         } else {
             self.plane.waiters.remove(&tag);
             self.pump();
-            Some(Response::ok(serde_json::json!({"task_id": id.0, "status": "queued"})))
+            Some(Response::ok(
+                serde_json::json!({"task_id": id.0, "status": "queued"}),
+            ))
         }
     }
 
@@ -594,8 +730,11 @@ impl Daemon {
     pub(super) fn unit_ready(&mut self, u: usize) {
         let w = &self.cfg.workers[self.units[u].worker];
         let WorkerMode::Ipc(ic) = &w.mode else { return };
-        let Some(ipc) = self.units[u].proc.as_ref().and_then(|p| p.ipc.as_ref()) else { return };
-        let max = usize::try_from(ipc.seg.layout().tasks.max_record).unwrap_or(usize::MAX) - TASK_HEADER_SIZE;
+        let Some(ipc) = self.units[u].proc.as_ref().and_then(|p| p.ipc.as_ref()) else {
+            return;
+        };
+        let max = usize::try_from(ipc.seg.layout().tasks.max_record).unwrap_or(usize::MAX)
+            - TASK_HEADER_SIZE;
         for kname in &ic.kinds {
             if let Some(k) = self.plane.kind_names.iter().position(|n| n == kname) {
                 let _ = self.plane.routers[k].worker_added(u, ic.concurrency);
@@ -628,7 +767,10 @@ impl Daemon {
     pub(super) fn drop_client(&mut self, key: usize) {
         if let Some(c) = self.plane.clients.slab.try_remove(key) {
             let raw = std::os::fd::AsRawFd::as_raw_fd(&c.end.completions.fd());
-            let _ = self.poll.registry().deregister(&mut mio::unix::SourceFd(&raw));
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&raw));
             let _ = c.seg.unlink();
         }
         self.plane.client_gone(key);
@@ -636,7 +778,14 @@ impl Daemon {
 
     /// Control-connection closed: forget its clients and waiters.
     pub(super) fn conn_closed(&mut self, conn: usize) {
-        let keys: Vec<usize> = self.plane.clients.slab.iter().filter(|(_, c)| c.conn == conn).map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self
+            .plane
+            .clients
+            .slab
+            .iter()
+            .filter(|(_, c)| c.conn == conn)
+            .map(|(k, _)| k)
+            .collect();
         for k in keys {
             self.drop_client(k);
         }
@@ -675,9 +824,19 @@ impl Daemon {
     pub(super) fn unfinished_report(&mut self) {
         let left = self.plane.delivery.unfinished();
         if !left.is_empty() {
-            tracing::warn!(count = left.len(), "tasks not done at shutdown: {:?}", left.iter().take(20).map(|t| (t.id.0, &t.state)).collect::<Vec<_>>());
+            tracing::warn!(
+                count = left.len(),
+                "tasks not done at shutdown: {:?}",
+                left.iter()
+                    .take(20)
+                    .map(|t| (t.id.0, &t.state))
+                    .collect::<Vec<_>>()
+            );
         }
-        let actions = self.plane.delivery.cancel_all("ampd shut down before the task ran");
+        let actions = self
+            .plane
+            .delivery
+            .cancel_all("ampd shut down before the task ran");
         self.carry_out(Instant::now(), actions);
         self.flush_rings();
     }

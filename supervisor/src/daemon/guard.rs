@@ -50,7 +50,9 @@ impl Guard {
     fn send(&mut self, line: &str) {
         if let Some(s) = &mut self.stdin {
             if s.write_all(line.as_bytes()).is_err() {
-                tracing::warn!("cleanup guard is gone; grandchildren will not be cleaned up if ampd is killed");
+                tracing::warn!(
+                    "cleanup guard is gone; grandchildren will not be cleaned up if ampd is killed"
+                );
                 self.stdin = None;
             }
         }
@@ -77,7 +79,11 @@ impl Guard {
 /// The guard's main loop (`ampd --guard`). Returns the exit code.
 pub fn guard_main(shm_prefix: &str, socket: &Path, ampd_pid: u32) -> i32 {
     // The guard must survive the terminal's Ctrl-C and ampd's own signals; it ends on EOF.
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         let _ = signal_hook::flag::register(sig, std::sync::Arc::default());
     }
     let mut groups: BTreeSet<i32> = BTreeSet::new();
@@ -104,7 +110,13 @@ pub fn guard_main(shm_prefix: &str, socket: &Path, ampd_pid: u32) -> i32 {
     while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
         // A zombie still answers kill(0): check /proc state instead.
         match std::fs::read_to_string(format!("/proc/{ampd_pid}/stat")) {
-            Ok(s) if s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => break,
+            Ok(s)
+                if s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+            {
+                break
+            }
             Ok(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
             Err(_) => break,
         }

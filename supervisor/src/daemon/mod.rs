@@ -60,7 +60,11 @@ fn unit_token(unit: usize, slot: usize) -> Token {
 fn worker_spec(w: &WorkerConfig) -> lifecycle::WorkerSpec {
     let mut s = lifecycle::WorkerSpec::new(w.name.clone());
     s.replicas = w.replicas;
-    s.depends_on = w.depends_on.iter().map(|d| lifecycle::Dependency::new(d.name.clone(), d.condition)).collect();
+    s.depends_on = w
+        .depends_on
+        .iter()
+        .map(|d| lifecycle::Dependency::new(d.name.clone(), d.condition))
+        .collect();
     s.restart = w.restart;
     s.backoff = w.backoff;
     s.intensity = w.intensity;
@@ -108,7 +112,9 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("units", &self.units.len()).finish_non_exhaustive()
+        f.debug_struct("Daemon")
+            .field("units", &self.units.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,7 +130,10 @@ impl Daemon {
         }
         match amp_ipc::segment::sweep(&cfg.supervisor.shm_prefix) {
             Ok(removed) if !removed.is_empty() => {
-                tracing::warn!(count = removed.len(), "removed shared-memory segments left by a dead ampd: {removed:?}");
+                tracing::warn!(
+                    count = removed.len(),
+                    "removed shared-memory segments left by a dead ampd: {removed:?}"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("sweep of stale segments failed: {e}"),
@@ -141,21 +150,30 @@ impl Daemon {
                 None => None,
             },
         };
-        let control = ControlServer::bind(&socket, poll.registry(), access)
-            .map_err(|e| anyhow::anyhow!("cannot listen on control socket {}: {e}", socket.display()))?;
+        let control = ControlServer::bind(&socket, poll.registry(), access).map_err(|e| {
+            anyhow::anyhow!("cannot listen on control socket {}: {e}", socket.display())
+        })?;
         let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGCHLD, SIGHUP])?;
-        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let bridge = Bridge::start(waker)?;
         let specs: Vec<_> = cfg.workers.iter().map(worker_spec).collect();
-        let opts = lifecycle::Options { startup_failure: cfg.supervisor.on_startup_failure, ..Default::default() };
+        let opts = lifecycle::Options {
+            startup_failure: cfg.supervisor.on_startup_failure,
+            ..Default::default()
+        };
         let seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
         let life = Supervisor::new(specs, opts, SmallRng::seed_from_u64(seed))?;
         let plane = dataplane::Plane::new(&cfg, seed)?;
         let mut units = Vec::with_capacity(life.unit_count());
         for u in life.units() {
             let wname = life.worker(u).name.clone();
-            let widx = cfg.workers.iter().position(|w| w.name == wname).unwrap_or(0);
+            let widx = cfg
+                .workers
+                .iter()
+                .position(|w| w.name == wname)
+                .unwrap_or(0);
             let logfile = match &cfg.workers[widx].log {
                 Some(l) => {
                     let path = if life.worker(u).replicas > 1 {
@@ -181,7 +199,12 @@ impl Daemon {
                 logfile,
             });
         }
-        let kind_ids = cfg.kinds.keys().enumerate().map(|(i, k)| (k.clone(), u32::try_from(i).unwrap_or(u32::MAX))).collect();
+        let kind_ids = cfg
+            .kinds
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
         let heartbeat_period = cfg
             .workers
             .iter()
@@ -260,7 +283,11 @@ impl Daemon {
             // flags and block unless a ring already has data.
             let spinning = now.saturating_duration_since(self.last_activity) < SPIN_WINDOW;
             let sleeping = !spinning && !self.prepare_sleep();
-            let timeout = if sleeping { deadline.saturating_duration_since(now) } else { Duration::ZERO };
+            let timeout = if sleeping {
+                deadline.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
             let polled = self.poll.poll(&mut events, Some(timeout));
             if sleeping {
                 self.finish_sleep();
@@ -286,7 +313,9 @@ impl Daemon {
         self.unfinished_report();
         let report = self.finished.take();
         self.cleanup();
-        let clean = report.as_ref().is_some_and(lifecycle::ShutdownReport::success);
+        let clean = report
+            .as_ref()
+            .is_some_and(lifecycle::ShutdownReport::success);
         tracing::info!(?report, "ampd stopped");
         Ok(clean)
     }
@@ -345,9 +374,14 @@ impl Daemon {
             .units
             .iter()
             .filter_map(|u| u.proc.as_ref())
-            .flat_map(|p| std::iter::once(p.pid.as_raw()).chain(p.probe.as_ref().map(|pr| pr.child.pid.as_raw())))
+            .flat_map(|p| {
+                std::iter::once(p.pid.as_raw())
+                    .chain(p.probe.as_ref().map(|pr| pr.child.pid.as_raw()))
+            })
             .collect();
-        let Ok(entries) = std::fs::read_dir("/proc/self/task") else { return };
+        let Ok(entries) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
         drop(entries);
         // Children list of every thread of ampd: /proc/self/task/*/children.
         let mut children = Vec::new();
@@ -384,20 +418,31 @@ impl Daemon {
     }
 
     fn current(&self, u: usize, gen: u64) -> bool {
-        self.units.get(u).and_then(|x| x.proc.as_ref()).is_some_and(|p| p.gen == gen)
+        self.units
+            .get(u)
+            .and_then(|x| x.proc.as_ref())
+            .is_some_and(|p| p.gen == gen)
     }
 
     fn on_hello(&mut self, u: usize, gen: u64, first: FromWorker) {
         if !self.current(u, gen) {
             return;
         }
-        let FromWorker::Hello { protocol, pid, name, reply } = first else {
+        let FromWorker::Hello {
+            protocol,
+            pid,
+            name,
+            reply,
+        } = first
+        else {
             tracing::warn!(unit = %self.units[u].name, "worker spoke before saying Hello: {first:?}");
             return;
         };
         let uname = self.units[u].name.clone();
         let wcfg = &self.cfg.workers[self.units[u].worker];
-        let Some(p) = self.units[u].proc.as_mut() else { return };
+        let Some(p) = self.units[u].proc.as_mut() else {
+            return;
+        };
         if protocol != PROTOCOL_VERSION {
             let reason = format!(
                 "worker {name} speaks amp protocol {protocol} but ampd speaks {PROTOCOL_VERSION}: rebuild it against the same amp-ipc"
@@ -405,7 +450,9 @@ impl Daemon {
             tracing::error!(unit = %uname, "{reason}");
             // The worker reports the refusal and exits by itself; if it does not, its
             // ready_timeout kills it.
-            let _ = reply.send(ToWorker::Reject { reason: reason.clone() });
+            let _ = reply.send(ToWorker::Reject {
+                reason: reason.clone(),
+            });
             self.record(u, "rejected", reason);
             return;
         }
@@ -413,12 +460,18 @@ impl Daemon {
             tracing::debug!(unit = %uname, hello_pid = pid, "Hello from a pid other than the spawned one (a wrapper?)");
         }
         let Some(ipc) = p.ipc.as_mut() else { return };
-        let WorkerMode::Ipc(ic) = &wcfg.mode else { return };
+        let WorkerMode::Ipc(ic) = &wcfg.mode else {
+            return;
+        };
         let params = WorkerParams {
             heartbeat_interval_ms: u64::try_from(ic.heartbeat_interval.as_millis()).unwrap_or(100),
             ..WorkerParams::default()
         };
-        let kinds = ic.kinds.iter().filter_map(|k| self.kind_ids.get(k).map(|&id| (id, k.clone()))).collect();
+        let kinds = ic
+            .kinds
+            .iter()
+            .filter_map(|k| self.kind_ids.get(k).map(|&id| (id, k.clone())))
+            .collect();
         let welcome = ToWorker::Welcome {
             segment: ipc.seg.name().to_owned(),
             generation: ipc.seg.generation(),
@@ -436,7 +489,9 @@ impl Daemon {
             return;
         }
         let name = self.units[u].name.clone();
-        let Some(p) = self.units[u].proc.as_mut() else { return };
+        let Some(p) = self.units[u].proc.as_mut() else {
+            return;
+        };
         match msg {
             FromWorker::Attached => {
                 if let Some(ipc) = p.ipc.as_mut() {
@@ -449,16 +504,24 @@ impl Daemon {
             FromWorker::Ready => {
                 let pid = p.pid;
                 p.ready = true;
-                self.feed(Event::Ready { unit: self.uid(u), pid });
+                self.feed(Event::Ready {
+                    unit: self.uid(u),
+                    pid,
+                });
             }
             FromWorker::Draining => tracing::debug!(unit = %name, "worker draining"),
-            FromWorker::Goodbye { reason } => tracing::debug!(unit = %name, "worker says goodbye: {reason}"),
+            FromWorker::Goodbye { reason } => {
+                tracing::debug!(unit = %name, "worker says goodbye: {reason}")
+            }
             FromWorker::Hello { .. } => tracing::warn!(unit = %name, "second Hello ignored"),
         }
     }
 
     fn uid(&self, u: usize) -> UnitId {
-        self.life.units().nth(u).unwrap_or_else(|| self.life.units().next().unwrap_or_else(|| unreachable!()))
+        self.life
+            .units()
+            .nth(u)
+            .unwrap_or_else(|| self.life.units().next().unwrap_or_else(|| unreachable!()))
     }
 
     fn on_unit(&mut self, u: usize, slot: usize) {
@@ -475,10 +538,18 @@ impl Daemon {
     fn on_output(&mut self, u: usize, slot: usize) {
         let unit = &mut self.units[u];
         let Some(p) = unit.proc.as_mut() else { return };
-        let (stream, pipe) = if slot == SLOT_STDOUT { ("stdout", &mut p.stdout) } else { ("stderr", &mut p.stderr) };
-        let Some((fd, lines)) = pipe.as_mut() else { return };
+        let (stream, pipe) = if slot == SLOT_STDOUT {
+            ("stdout", &mut p.stdout)
+        } else {
+            ("stderr", &mut p.stderr)
+        };
+        let Some((fd, lines)) = pipe.as_mut() else {
+            return;
+        };
         let mut collected: Vec<Vec<u8>> = Vec::new();
-        let status = sys::drain_fd(std::os::fd::AsFd::as_fd(fd), lines, 1 << 20, |l| collected.push(l.bytes.to_vec()));
+        let status = sys::drain_fd(std::os::fd::AsFd::as_fd(fd), lines, 1 << 20, |l| {
+            collected.push(l.bytes.to_vec())
+        });
         let eof = matches!(status, Ok(sys::DrainStatus::Eof) | Err(_));
         if eof {
             let raw = fd.as_raw_fd();
@@ -496,7 +567,9 @@ impl Daemon {
     }
 
     fn on_exit(&mut self, u: usize) {
-        let Some(p) = self.units[u].proc.as_ref() else { return };
+        let Some(p) = self.units[u].proc.as_ref() else {
+            return;
+        };
         let pid = p.pid;
         let reason = match sys::reap(pid) {
             Ok(Some(r)) => r,
@@ -511,11 +584,17 @@ impl Daemon {
         self.on_output(u, SLOT_STDERR);
         self.read_unit_completions(u, Instant::now());
         self.drop_proc(u);
-        self.feed(Event::Exited { unit: self.uid(u), pid, reason });
+        self.feed(Event::Exited {
+            unit: self.uid(u),
+            pid,
+            reason,
+        });
     }
 
     fn drop_proc(&mut self, u: usize) {
-        let Some(mut p) = self.units[u].proc.take() else { return };
+        let Some(mut p) = self.units[u].proc.take() else {
+            return;
+        };
         let reg = self.poll.registry();
         let _ = reg.deregister(&mut SourceFd(&p.pidfd.as_raw_fd()));
         for (fd, mut lines) in [p.stdout.take(), p.stderr.take()].into_iter().flatten() {
@@ -540,15 +619,23 @@ impl Daemon {
     }
 
     fn on_probe_exit(&mut self, u: usize) {
-        let Some(p) = self.units[u].proc.as_mut() else { return };
+        let Some(p) = self.units[u].proc.as_mut() else {
+            return;
+        };
         let Some(pr) = p.probe.take() else { return };
-        let _ = self.poll.registry().deregister(&mut SourceFd(&pr.child.pidfd.as_raw_fd()));
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&pr.child.pidfd.as_raw_fd()));
         let ok = matches!(sys::reap(pr.child.pid), Ok(Some(r)) if r.is_success());
         p.next_probe = Instant::now() + PROBE_INTERVAL;
         if ok && !p.ready {
             p.ready = true;
             let pid = p.pid;
-            self.feed(Event::Ready { unit: self.uid(u), pid });
+            self.feed(Event::Ready {
+                unit: self.uid(u),
+                pid,
+            });
         }
     }
 
@@ -560,10 +647,15 @@ impl Daemon {
         if now >= self.next_heartbeat_check {
             self.next_heartbeat_check = now + self.heartbeat_period;
             for u in 0..self.units.len() {
-                let Some(p) = self.units[u].proc.as_mut() else { continue };
+                let Some(p) = self.units[u].proc.as_mut() else {
+                    continue;
+                };
                 if p.ready && p.heartbeat_advanced() {
                     let pid = p.pid;
-                    self.feed(Event::Heartbeat { unit: self.uid(u), pid });
+                    self.feed(Event::Heartbeat {
+                        unit: self.uid(u),
+                        pid,
+                    });
                 }
             }
         }
@@ -575,22 +667,32 @@ impl Daemon {
 
     fn probe(&mut self, u: usize, now: Instant) {
         let wcfg = &self.cfg.workers[self.units[u].worker];
-        let WorkerMode::Plain { probe } = &wcfg.mode else { return };
+        let WorkerMode::Plain { probe } = &wcfg.mode else {
+            return;
+        };
         let probe = probe.clone();
         let uname = self.units[u].name.clone();
-        let Some(p) = self.units[u].proc.as_mut() else { return };
+        let Some(p) = self.units[u].proc.as_mut() else {
+            return;
+        };
         if p.ready || p.probe.is_some() || now < p.next_probe {
             return;
         }
         p.next_probe = now + PROBE_INTERVAL;
         let ready = match &probe {
             ReadinessProbe::Started => true,
-            ReadinessProbe::Tcp { host, port } => sys::tcp_probe(host, *port, Duration::from_millis(50)),
+            ReadinessProbe::Tcp { host, port } => {
+                sys::tcp_probe(host, *port, Duration::from_millis(50))
+            }
             ReadinessProbe::Exec { command } => {
                 match sys::exec_probe(command) {
                     Ok(child) => {
                         let raw = child.pidfd.as_raw_fd();
-                        let _ = self.poll.registry().register(&mut SourceFd(&raw), unit_token(u, SLOT_PROBE), Interest::READABLE);
+                        let _ = self.poll.registry().register(
+                            &mut SourceFd(&raw),
+                            unit_token(u, SLOT_PROBE),
+                            Interest::READABLE,
+                        );
                         p.probe = Some(unit::ProbeRt { child });
                     }
                     Err(e) => tracing::warn!(unit = %uname, "exec probe failed to start: {e}"),
@@ -601,7 +703,10 @@ impl Daemon {
         if ready {
             p.ready = true;
             let pid = p.pid;
-            self.feed(Event::Ready { unit: self.uid(u), pid });
+            self.feed(Event::Ready {
+                unit: self.uid(u),
+                pid,
+            });
         }
     }
 
@@ -663,24 +768,51 @@ impl Daemon {
         let server_name = if wcfg.is_ipc() {
             match self.bridge.expect((u, gen)) {
                 Ok(n) => Some(n),
-                Err(e) => return Event::SpawnFailed { unit, error: format!("cannot create the handshake server: {e}") },
+                Err(e) => {
+                    return Event::SpawnFailed {
+                        unit,
+                        error: format!("cannot create the handshake server: {e}"),
+                    }
+                }
             }
         } else {
             None
         };
-        let plan = unit::SpawnPlan { sup: &self.cfg.supervisor, worker: wcfg, unit: &self.units[u].name, gen, server_name: server_name.clone() };
+        let plan = unit::SpawnPlan {
+            sup: &self.cfg.supervisor,
+            worker: wcfg,
+            unit: &self.units[u].name,
+            gen,
+            server_name: server_name.clone(),
+        };
         match unit::spawn(&plan) {
             Ok(p) => {
                 let reg = self.poll.registry();
-                let _ = reg.register(&mut SourceFd(&p.pidfd.as_raw_fd()), unit_token(u, SLOT_PIDFD), Interest::READABLE);
+                let _ = reg.register(
+                    &mut SourceFd(&p.pidfd.as_raw_fd()),
+                    unit_token(u, SLOT_PIDFD),
+                    Interest::READABLE,
+                );
                 if let Some((fd, _)) = &p.stdout {
-                    let _ = reg.register(&mut SourceFd(&fd.as_raw_fd()), unit_token(u, SLOT_STDOUT), Interest::READABLE);
+                    let _ = reg.register(
+                        &mut SourceFd(&fd.as_raw_fd()),
+                        unit_token(u, SLOT_STDOUT),
+                        Interest::READABLE,
+                    );
                 }
                 if let Some((fd, _)) = &p.stderr {
-                    let _ = reg.register(&mut SourceFd(&fd.as_raw_fd()), unit_token(u, SLOT_STDERR), Interest::READABLE);
+                    let _ = reg.register(
+                        &mut SourceFd(&fd.as_raw_fd()),
+                        unit_token(u, SLOT_STDERR),
+                        Interest::READABLE,
+                    );
                 }
                 if let Some(ipc) = &p.ipc {
-                    let _ = reg.register(&mut SourceFd(&ipc.end.completions.fd().as_raw_fd()), unit_token(u, SLOT_COMPLETIONS), Interest::READABLE);
+                    let _ = reg.register(
+                        &mut SourceFd(&ipc.end.completions.fd().as_raw_fd()),
+                        unit_token(u, SLOT_COMPLETIONS),
+                        Interest::READABLE,
+                    );
                 }
                 if let Some(g) = &mut self.guard {
                     g.watch(p.pid);
@@ -699,7 +831,11 @@ impl Daemon {
     }
 
     fn record(&mut self, u: usize, kind: &str, detail: String) {
-        let unit = self.units.get(u).map(|x| x.name.clone()).unwrap_or_default();
+        let unit = self
+            .units
+            .get(u)
+            .map(|x| x.name.clone())
+            .unwrap_or_default();
         self.push_event(unit, kind, detail);
     }
 
@@ -709,20 +845,34 @@ impl Daemon {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
         }
-        self.events.push_back(EventRecord { seq: self.event_seq, at_ms, unit, kind: kind.to_owned(), detail });
+        self.events.push_back(EventRecord {
+            seq: self.event_seq,
+            at_ms,
+            unit,
+            kind: kind.to_owned(),
+            detail,
+        });
         self.notify_event();
     }
 
     fn notice(&mut self, n: &Notice) {
         match n {
             Notice::Ready { unit, .. } => self.unit_ready(unit.index()),
-            Notice::Draining { unit, .. } | Notice::Stopping { unit, .. } => self.unit_draining(unit.index()),
-            Notice::Exited { unit, stop_cause, .. } => {
+            Notice::Draining { unit, .. } | Notice::Stopping { unit, .. } => {
+                self.unit_draining(unit.index())
+            }
+            Notice::Exited {
+                unit, stop_cause, ..
+            } => {
                 let cause = match stop_cause {
-                    Some(lifecycle::StopCause::HeartbeatTimeout) => crate::delivery::LostCause::HeartbeatTimeout,
-                    Some(lifecycle::StopCause::Command | lifecycle::StopCause::Shutdown | lifecycle::StopCause::Drain) => {
-                        crate::delivery::LostCause::Stopped
+                    Some(lifecycle::StopCause::HeartbeatTimeout) => {
+                        crate::delivery::LostCause::HeartbeatTimeout
                     }
+                    Some(
+                        lifecycle::StopCause::Command
+                        | lifecycle::StopCause::Shutdown
+                        | lifecycle::StopCause::Drain,
+                    ) => crate::delivery::LostCause::Stopped,
                     _ => crate::delivery::LostCause::Exited,
                 };
                 self.unit_lost(unit.index(), cause);
@@ -732,23 +882,50 @@ impl Daemon {
                 self.sd_notify("STOPPING=1\nSTATUS=shutting down");
             }
             Notice::StartupComplete { failed } => {
-                let msg = format!("READY=1\nSTATUS={} units started, {} failed", self.units.len() - failed.len(), failed.len());
+                let msg = format!(
+                    "READY=1\nSTATUS={} units started, {} failed",
+                    self.units.len() - failed.len(),
+                    failed.len()
+                );
                 self.sd_notify(&msg);
             }
             Notice::Failed { unit, reason } => {
-                let msg = format!("STATUS=worker {} failed: {reason}", self.units[unit.index()].name);
+                let msg = format!(
+                    "STATUS=worker {} failed: {reason}",
+                    self.units[unit.index()].name
+                );
                 self.sd_notify(&msg);
             }
             _ => {}
         }
-        let name = |s: &Self, u: UnitId| s.units.get(u.index()).map(|x| x.name.clone()).unwrap_or_default();
+        let name = |s: &Self, u: UnitId| {
+            s.units
+                .get(u.index())
+                .map(|x| x.name.clone())
+                .unwrap_or_default()
+        };
         let (unit, kind, detail) = match n {
             Notice::Started { unit, pid } => (name(self, *unit), "started", format!("pid {pid}")),
-            Notice::SpawnFailed { unit, error } => (name(self, *unit), "spawn_failed", error.clone()),
-            Notice::Ready { unit, pid, after } => (name(self, *unit), "ready", format!("pid {pid} after {after:?}")),
+            Notice::SpawnFailed { unit, error } => {
+                (name(self, *unit), "spawn_failed", error.clone())
+            }
+            Notice::Ready { unit, pid, after } => (
+                name(self, *unit),
+                "ready",
+                format!("pid {pid} after {after:?}"),
+            ),
             Notice::Draining { unit, pid } => (name(self, *unit), "draining", format!("pid {pid}")),
-            Notice::Stopping { unit, pid, cause } => (name(self, *unit), "stopping", format!("pid {pid}: {cause:?}")),
-            Notice::Exited { unit, pid, reason, stop_cause } => (
+            Notice::Stopping { unit, pid, cause } => (
+                name(self, *unit),
+                "stopping",
+                format!("pid {pid}: {cause:?}"),
+            ),
+            Notice::Exited {
+                unit,
+                pid,
+                reason,
+                stop_cause,
+            } => (
                 name(self, *unit),
                 "exited",
                 match stop_cause {
@@ -756,25 +933,43 @@ impl Daemon {
                     None => format!("pid {pid} {reason}"),
                 },
             ),
-            Notice::RestartScheduled { unit, after, delay, attempt } => {
-                (name(self, *unit), "restarting", format!("attempt {attempt} in {delay:?} after: {after}"))
-            }
+            Notice::RestartScheduled {
+                unit,
+                after,
+                delay,
+                attempt,
+            } => (
+                name(self, *unit),
+                "restarting",
+                format!("attempt {attempt} in {delay:?} after: {after}"),
+            ),
             Notice::Completed { unit } => (name(self, *unit), "completed", String::new()),
             Notice::Failed { unit, reason } => (name(self, *unit), "failed", reason.to_string()),
-            Notice::Escalated { unit, escalation } => (name(self, *unit), "escalated", format!("{escalation:?}")),
+            Notice::Escalated { unit, escalation } => {
+                (name(self, *unit), "escalated", format!("{escalation:?}"))
+            }
             Notice::Stopped { unit } => (name(self, *unit), "stopped", String::new()),
             Notice::StartupComplete { failed } => (
                 String::new(),
                 "startup_complete",
-                format!("failed: {:?}", failed.iter().map(|u| name(self, *u)).collect::<Vec<_>>()),
+                format!(
+                    "failed: {:?}",
+                    failed.iter().map(|u| name(self, *u)).collect::<Vec<_>>()
+                ),
             ),
             Notice::ShutdownStarted { cause, fast } => {
                 self.shutting_down = true;
-                (String::new(), "shutdown_started", format!("{cause:?} fast={fast}"))
+                (
+                    String::new(),
+                    "shutdown_started",
+                    format!("{cause:?} fast={fast}"),
+                )
             }
         };
         match kind {
-            "failed" | "spawn_failed" | "escalated" => tracing::error!(unit = %unit, "{kind}: {detail}"),
+            "failed" | "spawn_failed" | "escalated" => {
+                tracing::error!(unit = %unit, "{kind}: {detail}")
+            }
             "exited" | "restarting" => tracing::warn!(unit = %unit, "{kind}: {detail}"),
             _ => tracing::info!(unit = %unit, "{kind} {detail}"),
         }
@@ -807,7 +1002,9 @@ impl Daemon {
                     }),
                     (None, None) => s.spawn_error.map(|e| format!("spawn failed: {e}")),
                 },
-                ready_ms: s.ready_at.map(|t| u64::try_from(t.saturating_duration_since(self.start).as_millis()).unwrap_or(0)),
+                ready_ms: s.ready_at.map(|t| {
+                    u64::try_from(t.saturating_duration_since(self.start).as_millis()).unwrap_or(0)
+                }),
             })
             .collect();
         let queues = self
@@ -853,10 +1050,16 @@ impl Daemon {
     /// Answers a control request; the bool says whether to close the connection after.
     fn request(&mut self, req: Request) -> (Response, bool) {
         match req {
-            Request::Status => (Response::ok(serde_json::to_value(self.status()).unwrap_or_default()), false),
+            Request::Status => (
+                Response::ok(serde_json::to_value(self.status()).unwrap_or_default()),
+                false,
+            ),
             Request::Shutdown => {
                 self.feed(Event::Shutdown { fast: false });
-                (Response::ok(serde_json::json!({"shutting_down": true})), false)
+                (
+                    Response::ok(serde_json::json!({"shutting_down": true})),
+                    false,
+                )
             }
             Request::RouteGet { kind } => {
                 let now = Instant::now();
@@ -867,20 +1070,44 @@ impl Daemon {
                     }
                 }
                 if out.is_empty() {
-                    return (Response::err(format!("unknown kind {:?} (kinds: {})", kind.unwrap_or_default(), self.plane.kind_names.join(", "))), false);
+                    return (
+                        Response::err(format!(
+                            "unknown kind {:?} (kinds: {})",
+                            kind.unwrap_or_default(),
+                            self.plane.kind_names.join(", ")
+                        )),
+                        false,
+                    );
                 }
                 (Response::ok(serde_json::Value::Object(out)), false)
             }
-            Request::RouteSet { kind, policy } => match self.plane.kind_names.iter().position(|k| *k == kind) {
-                Some(i) => {
-                    let old = self.plane.routers[i].stats().policy;
-                    self.plane.routers[i].set_policy(policy);
-                    let new = self.plane.routers[i].stats().policy;
-                    self.push_event(String::new(), "policy_changed", format!("kind {kind}: {old} -> {new}"));
-                    (Response::ok(serde_json::json!({"kind": kind, "policy": new, "was": old})), false)
+            Request::RouteSet { kind, policy } => {
+                match self.plane.kind_names.iter().position(|k| *k == kind) {
+                    Some(i) => {
+                        let old = self.plane.routers[i].stats().policy;
+                        self.plane.routers[i].set_policy(policy);
+                        let new = self.plane.routers[i].stats().policy;
+                        self.push_event(
+                            String::new(),
+                            "policy_changed",
+                            format!("kind {kind}: {old} -> {new}"),
+                        );
+                        (
+                            Response::ok(
+                                serde_json::json!({"kind": kind, "policy": new, "was": old}),
+                            ),
+                            false,
+                        )
+                    }
+                    None => (
+                        Response::err(format!(
+                            "unknown kind {kind:?} (kinds: {})",
+                            self.plane.kind_names.join(", ")
+                        )),
+                        false,
+                    ),
                 }
-                None => (Response::err(format!("unknown kind {kind:?} (kinds: {})", self.plane.kind_names.join(", "))), false),
-            },
+            }
             Request::DlqList => {
                 let now = Instant::now();
                 let list: Vec<serde_json::Value> = self
@@ -903,10 +1130,17 @@ impl Daemon {
                 (Response::ok(serde_json::json!({ "entries": list })), false)
             }
             Request::DlqRetry { id } => {
-                let sel = id.map_or(crate::delivery::DlqSelect::All, |i| crate::delivery::DlqSelect::One(crate::delivery::TaskId(i)));
+                let sel = id.map_or(crate::delivery::DlqSelect::All, |i| {
+                    crate::delivery::DlqSelect::One(crate::delivery::TaskId(i))
+                });
                 match self.plane.delivery.dlq_retry(sel) {
                     Ok(actions) => {
-                        let n = actions.iter().filter(|a| matches!(a, crate::delivery::DeliveryAction::Requeue { .. })).count();
+                        let n = actions
+                            .iter()
+                            .filter(|a| {
+                                matches!(a, crate::delivery::DeliveryAction::Requeue { .. })
+                            })
+                            .count();
                         self.carry_out(Instant::now(), actions);
                         self.pump();
                         (Response::ok(serde_json::json!({ "requeued": n })), false)
@@ -915,9 +1149,16 @@ impl Daemon {
                 }
             }
             Request::DlqPurge { id } => {
-                let sel = id.map_or(crate::delivery::DlqSelect::All, |i| crate::delivery::DlqSelect::One(crate::delivery::TaskId(i)));
+                let sel = id.map_or(crate::delivery::DlqSelect::All, |i| {
+                    crate::delivery::DlqSelect::One(crate::delivery::TaskId(i))
+                });
                 match self.plane.delivery.dlq_purge(sel) {
-                    Ok(ids) => (Response::ok(serde_json::json!({ "purged": ids.iter().map(|i| i.0).collect::<Vec<_>>() })), false),
+                    Ok(ids) => (
+                        Response::ok(
+                            serde_json::json!({ "purged": ids.iter().map(|i| i.0).collect::<Vec<_>>() }),
+                        ),
+                        false,
+                    ),
                     Err(e) => (Response::err(e.to_string()), false),
                 }
             }
@@ -932,11 +1173,18 @@ impl Daemon {
         match req {
             Request::Attach => {
                 let cfg = amp_ipc::segment::SegmentConfig::default();
-                match self.plane.clients.attach(conn, &self.cfg.supervisor.shm_prefix, &cfg) {
+                match self
+                    .plane
+                    .clients
+                    .attach(conn, &self.cfg.supervisor.shm_prefix, &cfg)
+                {
                     Ok(a) => {
                         let serial = self.plane.client_attached(a.id);
-                        let kinds: Vec<(u32, String)> =
-                            self.kind_ids.iter().map(|(k, &id)| (id, k.clone())).collect();
+                        let kinds: Vec<(u32, String)> = self
+                            .kind_ids
+                            .iter()
+                            .map(|(k, &id)| (id, k.clone()))
+                            .collect();
                         let resp = Response::ok(serde_json::json!({
                             "client": a.id,
                             "serial": serial,
@@ -945,13 +1193,20 @@ impl Daemon {
                             "classes": self.plane.class_names,
                         }));
                         let fds = [a.fds.0.as_raw_fd(), a.fds.1.as_raw_fd()];
-                        if let Err(e) = self.control.respond_with_fds(conn, &resp, &fds, self.poll.registry()) {
+                        if let Err(e) =
+                            self.control
+                                .respond_with_fds(conn, &resp, &fds, self.poll.registry())
+                        {
                             self.drop_client(a.id);
                             return Some(Response::err(format!("attach failed: {e}")));
                         }
                         let c = &self.plane.clients.slab[a.id];
                         let raw = c.end.completions.fd().as_raw_fd();
-                        let _ = self.poll.registry().register(&mut SourceFd(&raw), Token(CLIENT_BASE + a.id), Interest::READABLE);
+                        let _ = self.poll.registry().register(
+                            &mut SourceFd(&raw),
+                            Token(CLIENT_BASE + a.id),
+                            Interest::READABLE,
+                        );
                         None
                     }
                     Err(e) => Some(Response::err(format!("attach failed: {e}"))),
@@ -961,24 +1216,48 @@ impl Daemon {
                 Ok(()) => Response::ok(serde_json::json!({"attached": client})),
                 Err(e) => Response::err(e),
             }),
-            Request::Submit { kind, priority, payload, payload_b64, wait, timeout_ms, idempotency_key } => {
+            Request::Submit {
+                kind,
+                priority,
+                payload,
+                payload_b64,
+                wait,
+                timeout_ms,
+                idempotency_key,
+            } => {
                 let bytes = match (payload, payload_b64) {
-                    (Some(_), Some(_)) => return Some(Response::err("give either `payload` or `payload_b64`, not both")),
+                    (Some(_), Some(_)) => {
+                        return Some(Response::err(
+                            "give either `payload` or `payload_b64`, not both",
+                        ))
+                    }
                     (Some(p), None) => p.into_bytes(),
                     (None, Some(b)) => {
                         use base64::Engine as _;
                         match base64::engine::general_purpose::STANDARD.decode(b) {
                             Ok(v) => v,
-                            Err(e) => return Some(Response::err(format!("payload_b64 is not valid base64: {e}"))),
+                            Err(e) => {
+                                return Some(Response::err(format!(
+                                    "payload_b64 is not valid base64: {e}"
+                                )))
+                            }
                         }
                     }
                     (None, None) => Vec::new(),
                 };
-                self.control_submit(conn, &kind, priority.as_deref(), bytes, wait, timeout_ms.map(Duration::from_millis), idempotency_key)
+                self.control_submit(
+                    conn,
+                    &kind,
+                    priority.as_deref(),
+                    bytes,
+                    wait,
+                    timeout_ms.map(Duration::from_millis),
+                    idempotency_key,
+                )
             }
             other => match self.more_requests(conn, other) {
                 Ok(resp) => resp,
-                Err(other) => Some(self.request(other).0),
+                Err(other) => Some(self.request(*other).0),
             },
         }
     }

@@ -31,7 +31,8 @@ impl PairStats {
     pub fn new(now: Instant) -> Self {
         Self {
             // 1 µs .. 1 h, 3 significant digits; `new_with_bounds` only fails for bad bounds.
-            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
             ok: 0,
             err: 0,
             first: now,
@@ -62,11 +63,21 @@ pub struct Followers {
 
 impl Daemon {
     /// Handles the requests of this module; `Err(req)` hands anything else back.
-    pub(super) fn more_requests(&mut self, conn: usize, req: Request) -> Result<Option<Response>, Request> {
+    pub(super) fn more_requests(
+        &mut self,
+        conn: usize,
+        req: Request,
+    ) -> Result<Option<Response>, Box<Request>> {
         let now = Instant::now();
         let resp = match req {
             Request::Start { name } => self.command(Command::Start { target: name }),
-            Request::Stop { name, with_dependents } => self.command(Command::Stop { target: name, with_dependents }),
+            Request::Stop {
+                name,
+                with_dependents,
+            } => self.command(Command::Stop {
+                target: name,
+                with_dependents,
+            }),
             Request::Restart { name } => self.command(Command::Restart { target: name }),
             Request::Drain { name } => self.command(Command::Drain { target: name }),
             Request::Pause => {
@@ -79,14 +90,23 @@ impl Daemon {
                 self.push_event(String::new(), "intake_resumed", String::new());
                 Response::ok(serde_json::json!({"paused": false}))
             }
-            Request::Logs { name, lines, follow } => {
+            Request::Logs {
+                name,
+                lines,
+                follow,
+            } => {
                 let Some(u) = self.units.iter().position(|x| x.name == name) else {
                     let names: Vec<&str> = self.units.iter().map(|x| x.name.as_str()).collect();
-                    return Ok(Some(Response::err(format!("unknown unit {name:?} (units: {})", names.join(", ")))));
+                    return Ok(Some(Response::err(format!(
+                        "unknown unit {name:?} (units: {})",
+                        names.join(", ")
+                    ))));
                 };
                 let n = lines.unwrap_or(100);
                 let lines: Vec<&str> = self.units[u].tail.last(n).collect();
-                let resp = Response::ok(serde_json::json!({"unit": name, "lines": lines, "follow": follow}));
+                let resp = Response::ok(
+                    serde_json::json!({"unit": name, "lines": lines, "follow": follow}),
+                );
                 if follow {
                     self.followers.logs.push((conn, u));
                 }
@@ -94,17 +114,24 @@ impl Daemon {
             }
             Request::Events { follow, since } => {
                 let since = since.unwrap_or(0);
-                let evs: Vec<_> = self.events.iter().filter(|e| e.seq > since).cloned().collect();
+                let evs: Vec<_> = self
+                    .events
+                    .iter()
+                    .filter(|e| e.seq > since)
+                    .cloned()
+                    .collect();
                 if follow {
                     self.followers.events.push(conn);
                 }
                 Response::ok(serde_json::json!({"events": evs, "follow": follow}))
             }
-            Request::Workers => Response::ok(serde_json::json!({"workers": self.workers_view(now)})),
+            Request::Workers => {
+                Response::ok(serde_json::json!({"workers": self.workers_view(now)}))
+            }
             Request::Queues => Response::ok(serde_json::json!({"queues": self.status().queues})),
             Request::Tasks => Response::ok(self.tasks_view(now)),
             Request::Stats => Response::ok(self.stats_view(now)),
-            other => return Err(other),
+            other => return Err(Box::new(other)),
         };
         Ok(Some(resp))
     }
@@ -185,9 +212,19 @@ impl Daemon {
             .pair_stats
             .iter()
             .map(|((k, u), s)| {
-                let secs = now.saturating_duration_since(s.first).as_secs_f64().max(1e-3);
+                let secs = now
+                    .saturating_duration_since(s.first)
+                    .as_secs_f64()
+                    .max(1e-3);
                 let q = |p: f64| s.hist.value_at_quantile(p) as f64 / 1000.0;
-                let per_kind = self.plane.delivery.stats().per_kind.get(*k as usize).copied().unwrap_or_default();
+                let per_kind = self
+                    .plane
+                    .delivery
+                    .stats()
+                    .per_kind
+                    .get(*k as usize)
+                    .copied()
+                    .unwrap_or_default();
                 serde_json::json!({
                     "kind": self.plane.kind_names.get(*k as usize),
                     "worker": self.units.get(*u).map(|x| x.name.clone()),
@@ -207,7 +244,13 @@ impl Daemon {
 
     /// Sends a new output line to the connections following `u`'s log.
     pub(super) fn notify_log(&mut self, u: usize, line: &str) {
-        let conns: Vec<usize> = self.followers.logs.iter().filter(|(_, fu)| *fu == u).map(|(c, _)| *c).collect();
+        let conns: Vec<usize> = self
+            .followers
+            .logs
+            .iter()
+            .filter(|(_, fu)| *fu == u)
+            .map(|(c, _)| *c)
+            .collect();
         for c in conns {
             let resp = Response::ok(serde_json::json!({"unit": self.units[u].name, "line": line}));
             self.control.respond(c, &resp, self.poll.registry());
@@ -219,9 +262,15 @@ impl Daemon {
         if self.followers.events.is_empty() {
             return;
         }
-        let Some(ev) = self.events.back().cloned() else { return };
+        let Some(ev) = self.events.back().cloned() else {
+            return;
+        };
         for c in self.followers.events.clone() {
-            self.control.respond(c, &Response::ok(serde_json::json!({"event": ev})), self.poll.registry());
+            self.control.respond(
+                c,
+                &Response::ok(serde_json::json!({"event": ev})),
+                self.poll.registry(),
+            );
         }
     }
 
@@ -239,7 +288,10 @@ impl Daemon {
                 self.draining.remove(&u);
                 if let Some(p) = &self.units[u].proc {
                     let pid = p.pid;
-                    self.feed(Event::Drained { unit: self.uid(u), pid });
+                    self.feed(Event::Drained {
+                        unit: self.uid(u),
+                        pid,
+                    });
                 }
             }
         }

@@ -112,7 +112,9 @@ fn id_ref(p: &Principal) -> IdRef {
 /// # Errors
 /// A message naming the command.
 pub fn resolve_program(w: &WorkerConfig) -> Result<PathBuf, String> {
-    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from));
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from));
     // cargo puts test binaries in target/<profile>/deps: look one level up too.
     let mut dirs: Vec<PathBuf> = exe_dir.iter().cloned().collect();
     if let Some(d) = &exe_dir {
@@ -161,7 +163,13 @@ pub fn spawn(plan: &SpawnPlan<'_>) -> Result<Proc, String> {
     let program = resolve_program(w)?;
     let mut spec = SpawnSpec::new(program);
     spec.args = w.args.iter().map(Into::into).collect();
-    spec.env = w.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>().into_iter().collect();
+    spec.env = w
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
     spec.env.push(("AMP_WORKER".into(), plan.unit.to_owned()));
     spec.cwd.clone_from(&w.cwd);
     spec.user = w.user.as_ref().map(id_ref);
@@ -179,22 +187,42 @@ pub fn spawn(plan: &SpawnPlan<'_>) -> Result<Proc, String> {
             completions_capacity: ic.ring.completions,
             completions_max_record: ic.ring.max_record,
         };
-        let mut seg = Segment::create(&plan.sup.shm_prefix, &cfg, plan.gen).map_err(|e| e.to_string())?;
+        let mut seg =
+            Segment::create(&plan.sup.shm_prefix, &cfg, plan.gen).map_err(|e| e.to_string())?;
         // Until the worker attached, the segment's name is ours to remove on any error path.
         seg.set_unlink_on_drop(true);
         let seg = Arc::new(seg);
         let tasks_bell = Doorbell::new().map_err(|e| format!("eventfd: {e}"))?;
         let completions_bell = Doorbell::new().map_err(|e| format!("eventfd: {e}"))?;
-        spec.pass_fds.push((tasks_bell.try_clone_fd().map_err(|e| e.to_string())?, proto::TASKS_DOORBELL_FD));
-        spec.pass_fds.push((completions_bell.try_clone_fd().map_err(|e| e.to_string())?, proto::COMPLETIONS_DOORBELL_FD));
+        spec.pass_fds.push((
+            tasks_bell.try_clone_fd().map_err(|e| e.to_string())?,
+            proto::TASKS_DOORBELL_FD,
+        ));
+        spec.pass_fds.push((
+            completions_bell.try_clone_fd().map_err(|e| e.to_string())?,
+            proto::COMPLETIONS_DOORBELL_FD,
+        ));
         let server_name = plan.server_name.clone().ok_or("no handshake server")?;
-        spec.env.push((proto::ENV_CONTROL.into(), server_name.clone()));
+        spec.env
+            .push((proto::ENV_CONTROL.into(), server_name.clone()));
         spec.env.push((
             proto::ENV_DOORBELLS.into(),
-            format!("{},{}", proto::TASKS_DOORBELL_FD, proto::COMPLETIONS_DOORBELL_FD),
+            format!(
+                "{},{}",
+                proto::TASKS_DOORBELL_FD,
+                proto::COMPLETIONS_DOORBELL_FD
+            ),
         ));
-        let end = SupervisorEnd::new(&seg, tasks_bell, completions_bell).map_err(|e| e.to_string())?;
-        ipc = Some(IpcRt { seg, end, server_name, reply: None, attached: false, last_heartbeat: 0 });
+        let end =
+            SupervisorEnd::new(&seg, tasks_bell, completions_bell).map_err(|e| e.to_string())?;
+        ipc = Some(IpcRt {
+            seg,
+            end,
+            server_name,
+            reply: None,
+            attached: false,
+            last_heartbeat: 0,
+        });
     }
     let child = sys::spawn(&spec).map_err(|e| e.to_string())?;
     Ok(Proc {
@@ -213,12 +241,18 @@ pub fn spawn(plan: &SpawnPlan<'_>) -> Result<Proc, String> {
 impl Proc {
     /// The heartbeat word of an attached worker, if it advanced since last call.
     pub fn heartbeat_advanced(&mut self) -> bool {
-        let Some(ipc) = &mut self.ipc else { return false };
+        let Some(ipc) = &mut self.ipc else {
+            return false;
+        };
         if !ipc.attached {
             return false;
         }
         // Relaxed: the value is only compared with the previous one; it orders nothing.
-        let hb = ipc.seg.control().heartbeat_ns.load(std::sync::atomic::Ordering::Relaxed);
+        let hb = ipc
+            .seg
+            .control()
+            .heartbeat_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
         if hb != ipc.last_heartbeat {
             ipc.last_heartbeat = hb;
             true

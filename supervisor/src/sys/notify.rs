@@ -18,7 +18,9 @@ impl Notifier {
     /// # Errors
     /// When the variable is set but the socket cannot be used.
     pub fn from_env() -> io::Result<Option<Self>> {
-        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(None) };
+        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+            return Ok(None);
+        };
         let path = path.to_string_lossy().into_owned();
         let addr = if let Some(name) = path.strip_prefix('@') {
             use std::os::linux::net::SocketAddrExt;
@@ -35,7 +37,9 @@ impl Notifier {
     /// # Errors
     /// The `sendto` error.
     pub fn send(&self, msg: &str) -> io::Result<()> {
-        self.sock.send_to_addr(msg.as_bytes(), &self.addr).map(|_| ())
+        self.sock
+            .send_to_addr(msg.as_bytes(), &self.addr)
+            .map(|_| ())
     }
 }
 
@@ -51,7 +55,10 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let server = UnixDatagram::bind(&path).unwrap();
         let addr = std::os::unix::net::SocketAddr::from_pathname(&path).unwrap();
-        let n = Notifier { sock: UnixDatagram::unbound().unwrap(), addr };
+        let n = Notifier {
+            sock: UnixDatagram::unbound().unwrap(),
+            addr,
+        };
         n.send("READY=1\nSTATUS=4 workers ready").unwrap();
         let mut buf = [0u8; 256];
         let len = server.recv(&mut buf).unwrap();

@@ -14,7 +14,10 @@ use std::time::Duration;
 use amp_ipc::{Outcome, Worker};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
 }
 
 fn main() -> ExitCode {
@@ -77,8 +80,14 @@ fn main() -> ExitCode {
         }
         let cmd = String::from_utf8_lossy(t.payload);
         match cmd.trim().trim_matches('"') {
-            "fail" => Outcome::Err { retryable: false, message: "failed as asked".into() },
-            "retry" => Outcome::Err { retryable: true, message: "transient failure as asked".into() },
+            "fail" => Outcome::Err {
+                retryable: false,
+                message: "failed as asked".into(),
+            },
+            "retry" => Outcome::Err {
+                retryable: true,
+                message: "transient failure as asked".into(),
+            },
             "crash" => std::process::exit(3),
             "abort" => std::process::abort(),
             "hang" => loop {

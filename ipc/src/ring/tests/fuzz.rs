@@ -202,7 +202,11 @@ fn fill_region(shm: &Shm, fill: Fill, seed: u64, from: u64) -> Vec<u64> {
 
 /// Whether an endpoint may attach at these indices (the rule both constructors apply).
 fn attachable(cap: u64, head: u64, tail: u64) -> bool {
-    head % 8 == 0 && tail % 8 == 0 && tail <= head && head - tail <= cap && head <= crate::ring::MAX_INDEX
+    head % 8 == 0
+        && tail % 8 == 0
+        && tail <= head
+        && head - tail <= cap
+        && head <= crate::ring::MAX_INDEX
 }
 
 /// Ring geometry for the fuzz: small regions (256 B ..= 4 KiB), so random headers are hit often.
@@ -560,8 +564,14 @@ proptest! {
 fn producer_attached_near_the_index_limit_overflows() {
     let shm = Shm::with_indices(256, 64, u64::MAX - 7, u64::MAX - 7);
     let attached = shm.producer();
-    assert!(attached.is_err(), "indices near u64::MAX must be refused at attach");
-    assert!(shm.consumer().is_err(), "indices near u64::MAX must be refused at attach");
+    assert!(
+        attached.is_err(),
+        "indices near u64::MAX must be refused at attach"
+    );
+    assert!(
+        shm.consumer().is_err(),
+        "indices near u64::MAX must be refused at attach"
+    );
     if let Ok(mut tx) = attached {
         // Expected: an error (refused attach or Corrupt), never a panic.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.push(1, b"12345678")));
