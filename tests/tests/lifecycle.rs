@@ -343,3 +343,41 @@ restart = "never"
         "worker side message missing:\n{log}"
     );
 }
+
+#[test]
+fn sigterm_shuts_down_gracefully_and_a_second_one_takes_the_fast_path() {
+    // A worker that ignores Shutdown and SIGTERM: the graceful path would wait for its
+    // stop_timeout (20 s); the second SIGTERM takes the fast path (SIGKILL after ~1 s).
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.stubborn]
+command = "amp-flaky"
+args = ["--ignore-sigterm", "--hang"]
+stop_timeout = "20s"
+[workers.ok]
+command = "amp-echo"
+"#,
+    );
+    d.wait_ready(&["stubborn", "ok"], T);
+    let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    d.wait_for("shutdown started", T, |s| s.shutting_down);
+    let start = std::time::Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = d.wait_exit(T);
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "fast path took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        !st.success(),
+        "a SIGKILLed worker makes the shutdown unclean"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("fast=true") || log.contains("fast: true"),
+        "{log}"
+    );
+}
