@@ -161,6 +161,8 @@ pub struct Worker {
     unflushed: u32,
     publish_every: u32,
     wait_timeout: Duration,
+    /// `params_version` last applied to the rings.
+    applied_version: u64,
 }
 
 fn monotonic_ns() -> u64 {
@@ -312,6 +314,7 @@ impl Worker {
             unflushed: 0,
             publish_every,
             wait_timeout,
+            applied_version: 0,
         })
     }
 
@@ -367,8 +370,20 @@ impl Worker {
             .map_err(|e| WorkerError::Channel(e.to_string()))
     }
 
+    /// Applies parameters an Adjust message changed (spin window, publish batch).
+    fn refresh_params(&mut self) {
+        let v = self.params_version();
+        if v != self.applied_version {
+            self.applied_version = v;
+            let p = self.params();
+            self.end.tasks.set_spin(p.spin);
+            self.publish_every = p.publish_every.max(1);
+        }
+    }
+
     /// Publishes pending completions and wakes ampd if it sleeps.
     fn flush(&mut self) -> Result<(), WorkerError> {
+        self.refresh_params();
         self.unflushed = 0;
         self.end.completions.flush()?;
         let st = self.end.completions.producer().stats();
