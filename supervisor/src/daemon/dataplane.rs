@@ -169,6 +169,37 @@ impl Plane {
     }
 }
 
+/// Reads up to [`READ_BUDGET`] records of `tag` from a ring, decoding each; stops at the first
+/// record that is malformed, carries another tag, or a corrupt ring, and says why.
+fn drain_ring<T>(
+    rx: &mut amp_ipc::signal::Receiver,
+    tag: u16,
+    ring: &str,
+    decode: impl Fn(&[u8]) -> Result<T, amp_ipc::wire::WireError>,
+) -> (Vec<T>, Option<String>) {
+    let mut out = Vec::new();
+    for _ in 0..READ_BUDGET {
+        match rx.read() {
+            Ok(Some(rec)) if rec.tag() == tag => match decode(rec.data()) {
+                Ok(x) => out.push(x),
+                Err(e) => return (out, Some(e.to_string())),
+            },
+            Ok(Some(rec)) => {
+                return (
+                    out,
+                    Some(format!(
+                        "unexpected record tag {} on a {ring} ring",
+                        rec.tag()
+                    )),
+                )
+            }
+            Ok(None) => break,
+            Err(e) => return (out, Some(e.to_string())),
+        }
+    }
+    (out, None)
+}
+
 fn status_and_body(o: &FinalOutcome) -> (ResultStatus, Vec<u8>) {
     match o {
         FinalOutcome::Ok(b) => (ResultStatus::Ok, b.clone()),
@@ -239,9 +270,7 @@ impl Daemon {
         let mut moved = false;
         for key in keys {
             let serial = self.plane.serial_of(key);
-            let mut batch: Vec<(SubmitHeader, Option<String>, Vec<u8>)> = Vec::new();
-            let mut bad = None;
-            {
+            let (batch, bad) = {
                 let Some(c) = self.plane.clients.slab.get_mut(key) else {
                     continue;
                 };
@@ -250,38 +279,20 @@ impl Daemon {
                     // it does (backpressure), so nothing is dropped.
                     continue;
                 }
-                for _ in 0..READ_BUDGET {
-                    match c.end.completions.read() {
-                        Ok(Some(rec)) if rec.tag() == TAG_SUBMIT => {
-                            match SubmitHeader::read(rec.data()) {
-                                Ok((h, key, payload)) => batch.push((
-                                    h,
-                                    key.map(|k| String::from_utf8_lossy(k).into_owned()),
-                                    payload.to_vec(),
-                                )),
-                                Err(e) => {
-                                    bad = Some(e.to_string());
-                                    break;
-                                }
-                            }
-                        }
-                        Ok(Some(rec)) => {
-                            bad = Some(format!(
-                                "unexpected record tag {} on a submission ring",
-                                rec.tag()
-                            ));
-                            break;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            bad = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
+                let (got, why) =
+                    drain_ring(&mut c.end.completions, TAG_SUBMIT, "submission", |d| {
+                        SubmitHeader::read(d).map(|(h, key, payload)| {
+                            (
+                                h,
+                                key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                                payload.to_vec(),
+                            )
+                        })
+                    });
                 // Hand the space back now: a producer waiting for room must never wait on us.
                 c.end.completions.release();
-            }
+                (got, why)
+            };
             if let Some(why) = bad {
                 tracing::warn!(client = serial, "dropping client: {why}");
                 self.plane.malformed += 1;
@@ -379,41 +390,22 @@ impl Daemon {
 
     /// Reads one unit's completions ring.
     pub(super) fn read_unit_completions(&mut self, u: usize, now: Instant) -> bool {
-        let mut batch: Vec<(CompletionHeader, Outcome)> = Vec::new();
-        let mut bad = None;
-        {
+        let (batch, bad) = {
             let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) else {
                 return false;
             };
-            for _ in 0..READ_BUDGET {
-                match ipc.end.completions.read() {
-                    Ok(Some(rec)) if rec.tag() == TAG_COMPLETION => {
-                        match CompletionHeader::read(rec.data())
-                            .and_then(|(h, body)| Ok((h, Outcome::decode(h.status, body)?)))
-                        {
-                            Ok(x) => batch.push(x),
-                            Err(e) => {
-                                bad = Some(e.to_string());
-                                break;
-                            }
-                        }
-                    }
-                    Ok(Some(rec)) => {
-                        bad = Some(format!(
-                            "unexpected record tag {} on a completions ring",
-                            rec.tag()
-                        ));
-                        break;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        bad = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
+            let (got, why) = drain_ring(
+                &mut ipc.end.completions,
+                TAG_COMPLETION,
+                "completions",
+                |d| {
+                    CompletionHeader::read(d)
+                        .and_then(|(h, body)| Ok((h, Outcome::decode(h.status, body)?)))
+                },
+            );
             ipc.end.completions.release();
-        }
+            (got, why)
+        };
         let moved = !batch.is_empty();
         for (h, outcome) in batch {
             if let Some(f) = self.plane.flights.remove(&h.id) {
