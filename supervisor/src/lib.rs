@@ -9,6 +9,7 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod lifecycle;
+pub mod metrics;
 pub mod router;
 pub mod spec;
 pub mod sys;
