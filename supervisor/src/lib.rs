@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod router;
 pub mod spec;
 pub mod sys;
+pub mod tui;

@@ -89,6 +89,8 @@ enum Cmd {
     Tasks,
     /// Per kind × worker: throughput, latency percentiles, errors.
     Stats,
+    /// Live view: workers, queues with sparklines, events; drain/restart from the keyboard.
+    Top,
     /// Show or switch a kind's routing policy.
     Route {
         #[command(subcommand)]
@@ -174,6 +176,15 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(amp_supervisor::config::default_control_socket);
     let req = match &cli.cmd {
+        Cmd::Top => {
+            return match amp_supervisor::tui::run(&socket) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ampctl: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Cmd::Status => serde_json::json!({"cmd": "status"}),
         Cmd::Shutdown => serde_json::json!({"cmd": "shutdown"}),
         Cmd::Start { name } => serde_json::json!({"cmd": "start", "name": name}),

@@ -1,0 +1,919 @@
+//! `ampctl top`: the model built from canned ampd answers (rates, sorting, selection, events,
+//! link state), one rendered frame compared with a stored snapshot, and the real binary driven
+//! in tmux against a real ampd (skipped when tmux is missing).
+//!
+//! To refresh the stored frame after an intended change of the view:
+//! `AMP_UPDATE_SNAPSHOTS=1 cargo test -p amp-supervisor --test tui`, then review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use amp_supervisor::control::client;
+use amp_supervisor::tui::model::{
+    Command, Input, Link, Model, Snapshot, SortKey, Update, EVENTS_KEPT,
+};
+use amp_supervisor::tui::{input_for_key, view, TopError};
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::Terminal;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------------
+// Canned answers, shaped as ampd sends them (`data` of each response).
+
+fn event(seq: u64, at_ms: u64, unit: &str, kind: &str, detail: &str) -> Value {
+    json!({"at_ms": at_ms, "detail": detail, "kind": kind, "seq": seq, "unit": unit})
+}
+
+fn startup_events() -> Vec<Value> {
+    vec![
+        event(1, 28, "echo", "started", "pid 25047"),
+        event(2, 28, "sleep#0", "started", "pid 25049"),
+        event(3, 28, "sleep#1", "started", "pid 25051"),
+        event(4, 28, "idle", "started", "pid 25052"),
+        event(5, 28, "idle", "ready", "pid 25052 after 122.451µs"),
+        event(6, 28, "sleep#0", "ready", "pid 25049 after 421.234µs"),
+        event(7, 28, "sleep#1", "ready", "pid 25051 after 638.946µs"),
+        event(8, 29, "echo", "ready", "pid 25047 after 1.285293ms"),
+        event(9, 29, "", "startup_complete", "failed: []"),
+    ]
+}
+
+fn restart_events() -> Vec<Value> {
+    vec![
+        event(
+            10,
+            61_870,
+            "sleep#1",
+            "exited",
+            "pid 25051 killed by SIGKILL",
+        ),
+        event(11, 61_871, "sleep#1", "restarting", "in 200ms (restart 1)"),
+        event(12, 62_072, "sleep#1", "started", "pid 25160"),
+        event(13, 62_073, "sleep#1", "ready", "pid 25160 after 512.3µs"),
+    ]
+}
+
+fn queue(kind: &str, interactive: u64, batch: u64, dispatched: u64, in_flight: u64) -> Value {
+    json!({
+        "depth": [["interactive", interactive], ["batch", batch]],
+        "dispatched": dispatched,
+        "in_flight": in_flight,
+        "kind": kind,
+        "policy": "least_loaded",
+        "rejected": 0
+    })
+}
+
+/// A `status` answer; `events` is what ampd keeps (the model takes events from `events`).
+fn status(pid: u32, uptime_s: f64, sleep_q: (u64, u64), done: u64, restarted: bool) -> Value {
+    let w = |name: &str, pid: u32, restarts: u32, last_exit: Value| {
+        json!({"last_exit": last_exit, "name": name, "pid": pid, "ready_ms": 29,
+               "restarts": restarts, "state": "ready"})
+    };
+    let (s1_pid, s1_restarts, s1_exit) = if restarted {
+        (25160, 1, json!("killed by SIGKILL"))
+    } else {
+        (25051, 0, Value::Null)
+    };
+    json!({
+        "events": startup_events(),
+        "pid": pid,
+        "queues": [queue("echo", 0, 0, done, 0), queue("sleep", sleep_q.0, sleep_q.1, 40, 3)],
+        "shutting_down": false,
+        "tasks": {"dead_lettered": 0, "done": done, "in_flight": 3, "late_dropped": 0,
+                  "queued": sleep_q.0 + sleep_q.1, "retried": 1, "waiting_retry": 0},
+        "uptime_s": uptime_s,
+        "workers": [
+            w("echo", 25047, 0, Value::Null),
+            w("sleep#0", 25049, 0, Value::Null),
+            w("sleep#1", s1_pid, s1_restarts, s1_exit),
+            w("idle", 25052, 0, Value::Null),
+        ]
+    })
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one canned `workers` row, field by field"
+)]
+fn worker(
+    name: &str,
+    pid: u32,
+    restarts: u32,
+    in_flight: u64,
+    ok: u64,
+    err: u64,
+    cpu_s: f64,
+    rss: u64,
+) -> Value {
+    json!({"completed_err": err, "completed_ok": ok, "cpu_s": cpu_s, "in_flight": in_flight,
+           "last_exit": null, "name": name, "pid": pid, "restarts": restarts,
+           "rss_bytes": rss, "state": "ready", "uptime_s": 61.5})
+}
+
+fn stat(kind: &str, worker: &str, completed: u64, errors: u64, p99: f64) -> Value {
+    json!({"completed": completed, "errors": errors, "kind": kind, "kind_retries": 0,
+           "max_ms": p99 * 1.2, "p50_ms": p99 / 2.0, "p90_ms": p99 * 0.9, "p99_ms": p99,
+           "throughput_per_s": 84.78, "worker": worker})
+}
+
+/// Three polls, one second apart: echo does 20 tasks/s at 25% CPU, sleep#0 4/s at 5%,
+/// sleep#1 is killed and restarted between the second and third poll.
+fn poll(i: u32) -> Snapshot {
+    let i64_ = u64::from(i);
+    let restarted = i >= 2;
+    let (s1_pid, s1_cpu, s1_restarts) = if restarted {
+        (25160, 0.01, 1)
+    } else {
+        (25051, 0.1 + 0.02 * f64::from(i), 0)
+    };
+    let echo_done = 100 + 20 * i64_;
+    let s0_done = 20 + 4 * i64_;
+    let s1_done = 18 + 3 * i64_;
+    let status = status(
+        4242,
+        60.5 + f64::from(i),
+        (2, 5 + i64_),
+        echo_done + s0_done + s1_done + 1,
+        restarted,
+    );
+    let mut workers = json!({"workers": [
+        worker("echo", 25047, 0, 0, echo_done, 0, 1.0 + 0.25 * f64::from(i), 3_772_416),
+        worker("sleep#0", 25049, 0, 2, s0_done, 0, 0.2 + 0.05 * f64::from(i), 3_784_704),
+        worker("sleep#1", s1_pid, s1_restarts, 1, s1_done, 1, s1_cpu, 3_895_296),
+        worker("idle", 25052, 0, 0, 0, 0, 0.0, 1_724_416),
+    ]});
+    if restarted {
+        workers["workers"][2]["last_exit"] = json!("killed by SIGKILL");
+    }
+    let stats = json!({"stats": [
+        stat("echo", "echo", echo_done, 0, 0.180 + 0.01 * f64::from(i)),
+        stat("sleep", "sleep#0", s0_done, 0, 25.0 + f64::from(i)),
+        stat("sleep", "sleep#1", s1_done + 1, 1, 30.0 + 1.5 * f64::from(i)),
+    ]});
+    let events = match i {
+        0 => json!({"events": startup_events(), "follow": false}),
+        2 => json!({"events": restart_events(), "follow": false}),
+        _ => json!({"events": [], "follow": false}),
+    };
+    Snapshot::from_data(status, &workers, &stats, &events).expect("canned answers parse")
+}
+
+fn snapshot_at(model: &mut Model, snap: Snapshot, secs: f64) {
+    model.update(Update::Snapshot {
+        snap: Box::new(snap),
+        at: Duration::from_secs_f64(secs),
+    });
+}
+
+/// A model after the three polls.
+fn polled_model() -> Model {
+    let mut m = Model::new("/run/user/1000/amp/ampd.sock");
+    for i in 0..3 {
+        snapshot_at(&mut m, poll(i), f64::from(i));
+    }
+    m
+}
+
+fn row<'m>(m: &'m Model, name: &str) -> &'m amp_supervisor::tui::model::WorkerRow {
+    m.rows()
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no row {name}"))
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-6)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model.
+
+#[test]
+fn rates_come_from_successive_samples() {
+    let mut m = Model::new("s");
+    snapshot_at(&mut m, poll(0), 0.0);
+    // One sample: no rate yet.
+    assert!(m
+        .rows()
+        .iter()
+        .all(|r| r.cpu_pct.is_none() && r.throughput.is_none()));
+    assert!(m.kinds().iter().all(|k| k.throughput.is_none()));
+    snapshot_at(&mut m, poll(1), 1.0);
+    assert!(
+        close(row(&m, "echo").cpu_pct, 25.0),
+        "{:?}",
+        row(&m, "echo")
+    );
+    assert!(close(row(&m, "echo").throughput, 20.0));
+    assert!(close(row(&m, "sleep#0").cpu_pct, 5.0));
+    assert!(close(row(&m, "sleep#1").cpu_pct, 2.0));
+    assert!(close(row(&m, "idle").cpu_pct, 0.0));
+    assert!(close(row(&m, "sleep#1").p99_ms, 31.5));
+    assert_eq!(row(&m, "idle").p99_ms, None);
+    let sleep = &m.kinds()[1];
+    assert_eq!((sleep.kind.as_str(), sleep.queued()), ("sleep", 8));
+    assert!(close(sleep.throughput, 7.0), "{sleep:?}");
+    // Worst p99 over the kind's workers.
+    assert!(close(sleep.p99_ms, 31.5));
+    // Half a second later with the same growth: twice the rate.
+    let mut half = Model::new("s");
+    snapshot_at(&mut half, poll(0), 0.0);
+    snapshot_at(&mut half, poll(1), 0.5);
+    assert!(close(row(&half, "echo").throughput, 40.0));
+    assert!(close(row(&half, "echo").cpu_pct, 50.0));
+
+    // sleep#1 got a new pid: its CPU counter started over, no CPU% until the next sample.
+    snapshot_at(&mut m, poll(2), 2.0);
+    assert_eq!(row(&m, "sleep#1").cpu_pct, None);
+    assert_eq!(row(&m, "sleep#1").restarts, 1);
+    // Its completion counter lives in ampd and keeps growing.
+    assert!(close(row(&m, "sleep#1").throughput, 3.0));
+    let echo = &m.kinds()[0];
+    assert_eq!(
+        echo.throughput_hist.iter().copied().collect::<Vec<_>>(),
+        [20.0, 20.0]
+    );
+    assert_eq!(echo.p99_hist.len(), 3);
+}
+
+#[test]
+fn history_and_events_are_bounded_and_deduplicated() {
+    let mut m = Model::new("s");
+    for i in 0..200u32 {
+        // The same startup events every time: kept once.
+        snapshot_at(&mut m, poll(i % 2), f64::from(i));
+    }
+    assert_eq!(m.events().len(), 9);
+    let echo = &m.kinds()[0];
+    assert_eq!(echo.p99_hist.len(), amp_supervisor::tui::model::HISTORY);
+    assert_eq!(
+        echo.throughput_hist.len(),
+        amp_supervisor::tui::model::HISTORY
+    );
+
+    // Many new events: only the newest EVENTS_KEPT stay, oldest first.
+    let evs: Vec<Value> = (10..10 + 2 * EVENTS_KEPT as u64)
+        .map(|s| event(s, s, "echo", "ready", "x"))
+        .collect();
+    let snap = Snapshot::from_data(
+        status(4242, 1.0, (0, 0), 0, false),
+        &json!({"workers": []}),
+        &json!({"stats": []}),
+        &json!({"events": evs}),
+    )
+    .unwrap();
+    snapshot_at(&mut m, snap, 1000.0);
+    assert_eq!(m.events().len(), EVENTS_KEPT);
+    assert_eq!(m.events().back().unwrap().seq, 9 + 2 * EVENTS_KEPT as u64);
+    assert!(m
+        .events()
+        .iter()
+        .zip(m.events().iter().skip(1))
+        .all(|(a, b)| a.seq < b.seq));
+
+    // Another ampd (new pid) under the same socket: its events start over at 1.
+    let snap = Snapshot::from_data(
+        status(5555, 0.1, (0, 0), 0, false),
+        &json!({"workers": []}),
+        &json!({"stats": []}),
+        &json!({"events": startup_events()}),
+    )
+    .unwrap();
+    snapshot_at(&mut m, snap, 1001.0);
+    assert_eq!(m.events().len(), 9);
+    assert_eq!(m.header().unwrap().pid, 5555);
+    assert_eq!(m.kinds()[0].p99_hist.len(), 1);
+}
+
+#[test]
+fn unreachable_ampd_keeps_the_last_figures() {
+    let mut m = Model::new("s");
+    assert_eq!(m.link(), &Link::Connecting);
+    m.update(Update::Down {
+        error: "cannot reach ampd".into(),
+        at: Duration::from_secs(1),
+    });
+    assert_eq!(
+        m.link(),
+        &Link::Down {
+            error: "cannot reach ampd".into(),
+            stale_for: None
+        }
+    );
+    snapshot_at(&mut m, poll(0), 2.0);
+    assert_eq!(m.link(), &Link::Up);
+    m.update(Update::Down {
+        error: "gone".into(),
+        at: Duration::from_millis(5500),
+    });
+    assert_eq!(
+        m.link(),
+        &Link::Down {
+            error: "gone".into(),
+            stale_for: Some(Duration::from_millis(3500))
+        }
+    );
+    assert_eq!(m.rows().len(), 4, "the last figures stay on screen");
+    snapshot_at(&mut m, poll(1), 6.0);
+    assert_eq!(m.link(), &Link::Up);
+}
+
+#[test]
+fn malformed_answers_are_named() {
+    let err = Snapshot::from_data(
+        status(1, 1.0, (0, 0), 0, false),
+        &json!({"workers": [{"name": "x"}]}),
+        &json!({"stats": []}),
+        &json!({"events": []}),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, TopError::Malformed { what: "workers", detail } if detail.contains("state")),
+        "{err}"
+    );
+    let err = Snapshot::from_data(
+        status(1, 1.0, (0, 0), 0, false),
+        &json!({"workers": []}),
+        &json!({"rows": []}),
+        &json!({"events": []}),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("`stats`"), "{err}");
+    let err = Snapshot::from_data(
+        json!({"pid": 1}),
+        &json!({"workers": []}),
+        &json!({"stats": []}),
+        &json!({"events": []}),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TopError::Malformed { what: "status", .. }),
+        "{err}"
+    );
+}
+
+fn names(m: &Model) -> Vec<&str> {
+    m.rows().iter().map(|r| r.name.as_str()).collect()
+}
+
+/// Four workers whose columns all order differently.
+fn sortable() -> Model {
+    let w = |name: &str,
+             state: &str,
+             pid: Option<u32>,
+             restarts: u32,
+             in_flight: u64,
+             ok: u64,
+             cpu: f64,
+             rss: u64| {
+        json!({"completed_err": 0, "completed_ok": ok, "cpu_s": pid.map(|_| cpu),
+               "in_flight": in_flight, "last_exit": null, "name": name, "pid": pid,
+               "restarts": restarts, "rss_bytes": pid.map(|_| rss), "state": state,
+               "uptime_s": 1.0})
+    };
+    let snap = |k: u64| {
+        Snapshot::from_data(
+            status(7, 1.0, (0, 0), 0, false),
+            &json!({"workers": [
+                w("alpha", "ready", Some(11), 0, 5, 10 * k, 0.1 * k as f64, 4_000_000),
+                w("bravo", "failed", None, 3, 0, 0, 0.0, 0),
+                w("charlie", "backoff", Some(13), 1, 9, 30 * k, 0.05 * k as f64, 9_000_000),
+                w("delta", "ready", Some(14), 2, 1, 20 * k, 0.3 * k as f64, 1_000_000),
+            ]}),
+            &json!({"stats": [
+                stat("k", "alpha", 10 * k, 0, 9.0),
+                stat("k", "charlie", 30 * k, 0, 1.0),
+                stat("k", "delta", 20 * k, 0, 4.0),
+            ]}),
+            &json!({"events": []}),
+        )
+        .unwrap()
+    };
+    let mut m = Model::new("s");
+    snapshot_at(&mut m, snap(1), 0.0);
+    snapshot_at(&mut m, snap(2), 1.0);
+    m
+}
+
+#[test]
+fn sort_cycles_through_every_column() {
+    let mut m = sortable();
+    let expected: [(SortKey, [&str; 4]); 9] = [
+        (SortKey::Name, ["alpha", "bravo", "charlie", "delta"]),
+        // Troubled first: failed, backoff, then ready by name.
+        (SortKey::State, ["bravo", "charlie", "alpha", "delta"]),
+        (SortKey::Restarts, ["bravo", "delta", "charlie", "alpha"]),
+        (SortKey::InFlight, ["charlie", "alpha", "delta", "bravo"]),
+        // Unknown (bravo has no process) last.
+        (SortKey::Throughput, ["charlie", "delta", "alpha", "bravo"]),
+        (SortKey::P99, ["alpha", "delta", "charlie", "bravo"]),
+        (SortKey::Cpu, ["delta", "alpha", "charlie", "bravo"]),
+        (SortKey::Rss, ["charlie", "alpha", "delta", "bravo"]),
+        (SortKey::Name, ["alpha", "bravo", "charlie", "delta"]),
+    ];
+    for (i, (key, order)) in expected.iter().enumerate() {
+        if i > 0 {
+            assert_eq!(m.handle(Input::NextSort), None);
+        }
+        assert_eq!(m.sort(), *key);
+        assert_eq!(names(&m), order, "sorted by {}", key.label());
+    }
+}
+
+#[test]
+fn selection_moves_clamps_and_follows_its_worker() {
+    let mut m = sortable();
+    // The first row is selected once rows exist.
+    assert_eq!(m.selected(), Some("alpha"));
+    assert_eq!(m.handle(Input::Up), None);
+    assert_eq!((m.selected(), m.selected_index()), (Some("alpha"), Some(0)));
+    for _ in 0..10 {
+        m.handle(Input::Down);
+    }
+    assert_eq!((m.selected(), m.selected_index()), (Some("delta"), Some(3)));
+    m.handle(Input::Up);
+    assert_eq!(m.selected(), Some("charlie"));
+    // Re-sorting keeps the same worker selected, wherever it lands.
+    m.handle(Input::NextSort); // state: bravo, charlie, alpha, delta
+    assert_eq!(
+        (m.selected(), m.selected_index()),
+        (Some("charlie"), Some(1))
+    );
+    m.handle(Input::Down);
+    assert_eq!(m.selected(), Some("alpha"));
+
+    // Drain and restart act on the selected worker.
+    let cmd = m.handle(Input::Drain).expect("a drain command");
+    assert_eq!(cmd, Command::Drain("alpha".into()));
+    assert_eq!(
+        cmd.request(),
+        Some(json!({"cmd": "drain", "name": "alpha"}))
+    );
+    assert!(m.message().unwrap().text.contains("drain alpha"));
+    let cmd = m.handle(Input::Restart).expect("a restart command");
+    assert_eq!(
+        cmd.request(),
+        Some(json!({"cmd": "restart", "name": "alpha"}))
+    );
+    m.update(Update::Action {
+        verb: "restart",
+        name: "alpha".into(),
+        result: Err("no unit or worker named \"alpha\"".into()),
+    });
+    let msg = m.message().unwrap();
+    assert!(
+        msg.error && msg.text.contains("restart alpha failed: no unit"),
+        "{msg:?}"
+    );
+    assert_eq!(m.handle(Input::Quit), Some(Command::Quit));
+    assert_eq!(Command::Quit.request(), None);
+
+    // The selected worker disappears: the selection stays at its place.
+    let snap = Snapshot::from_data(
+        status(7, 2.0, (0, 0), 0, false),
+        &json!({"workers": [
+            worker("bravo", 12, 3, 0, 0, 0, 0.0, 1),
+            worker("charlie", 13, 1, 0, 0, 0, 0.0, 1),
+            worker("delta", 14, 2, 0, 0, 0, 0.0, 1),
+        ]}),
+        &json!({"stats": []}),
+        &json!({"events": []}),
+    )
+    .unwrap();
+    snapshot_at(&mut m, snap, 2.0);
+    assert_eq!(names(&m), ["bravo", "charlie", "delta"]);
+    assert_eq!((m.selected(), m.selected_index()), (Some("delta"), Some(2)));
+}
+
+#[test]
+fn no_selection_without_workers() {
+    let mut m = Model::new("s");
+    m.handle(Input::Down);
+    assert_eq!(m.selected(), None);
+    assert_eq!(m.handle(Input::Drain), None);
+    assert!(m.message().unwrap().error);
+}
+
+#[test]
+fn keys_map_to_inputs() {
+    let key = |code, modifiers| KeyEvent::new(code, modifiers);
+    let none = KeyModifiers::NONE;
+    for (code, input) in [
+        (KeyCode::Char('q'), Input::Quit),
+        (KeyCode::Esc, Input::Quit),
+        (KeyCode::Char('s'), Input::NextSort),
+        (KeyCode::Up, Input::Up),
+        (KeyCode::Char('k'), Input::Up),
+        (KeyCode::Down, Input::Down),
+        (KeyCode::Char('j'), Input::Down),
+        (KeyCode::Char('d'), Input::Drain),
+        (KeyCode::Char('r'), Input::Restart),
+    ] {
+        assert_eq!(input_for_key(&key(code, none)), Some(input), "{code:?}");
+    }
+    assert_eq!(
+        input_for_key(&key(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Input::Quit)
+    );
+    assert_eq!(input_for_key(&key(KeyCode::Char('c'), none)), None);
+    assert_eq!(input_for_key(&key(KeyCode::Char('x'), none)), None);
+    let mut release = key(KeyCode::Char('q'), none);
+    release.kind = KeyEventKind::Release;
+    assert_eq!(input_for_key(&release), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One frame.
+
+fn frame_text(model: &Model, w: u16, h: u16) -> String {
+    let mut term = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+    term.draw(|f| view::render(f, model)).expect("draw");
+    let buf = term.backend().buffer();
+    let mut out = String::new();
+    for y in 0..h {
+        let line: String = (0..w).map(|x| buf[(x, y)].symbol()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn snapshot_of_one_frame() {
+    let mut m = polled_model();
+    m.handle(Input::Down);
+    m.update(Update::Action {
+        verb: "restart",
+        name: "idle".into(),
+        result: Ok(()),
+    });
+    let text = frame_text(&m, 120, 30);
+    let lines: Vec<&str> = text.lines().collect();
+
+    // What the frame must show, whatever the stored snapshot says.
+    assert!(
+        lines[0].contains("amp top  ampd pid 4242 · up 1m02s · 4 workers"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("connected to /run/user/1000/amp/ampd.sock"),
+        "{text}"
+    );
+    let header = lines
+        .iter()
+        .find(|l| l.contains("NAME▲"))
+        .expect("table header");
+    for col in [
+        "STATE", "PID", "RESTARTS", "IN-FL", "TASKS/S", "P99 ms", "CPU%", "RSS MiB",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let cells = |name: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}\n{text}"))
+            .split(|c: char| c.is_whitespace() || c == '│')
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        cells("echo")[..9],
+        ["echo", "ready", "25047", "0", "0", "20.0", "0.200", "25.0", "3.6"]
+    );
+    // Selected (second row by name).
+    assert_eq!(
+        cells("idle")[..10],
+        [">", "idle", "ready", "25052", "0", "0", "0.0", "-", "0.0", "1.6"]
+    );
+    assert_eq!(
+        cells("sleep#1"),
+        [
+            "sleep#1", "ready", "25160", "1", "1", "3.0", "33.000", "-", "3.7", "killed", "by",
+            "SIGKILL"
+        ]
+    );
+    let queue = lines
+        .iter()
+        .find(|l| l.contains("│sleep "))
+        .expect("sleep queue line");
+    assert!(
+        queue.contains("least_loaded      9     3     0         40  interactive=2 batch=7"),
+        "{queue}"
+    );
+    assert!(
+        queue.contains("7.0/s") && queue.contains("33.000ms"),
+        "{queue}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("62.072s #12    sleep#1      started          pid 25160")),
+        "{text}"
+    );
+    assert!(
+        lines[29].contains("restart idle: accepted by ampd"),
+        "{text}"
+    );
+    assert!(lines[29].contains("q quit"), "{text}");
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/top.txt");
+    if std::env::var_os("AMP_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (AMP_UPDATE_SNAPSHOTS=1 writes it)\n{text}",
+            path.display()
+        )
+    });
+    assert!(
+        text == expected,
+        "the frame differs from {} (AMP_UPDATE_SNAPSHOTS=1 rewrites it after an intended change)\n--- got:\n{text}--- expected:\n{expected}",
+        path.display()
+    );
+}
+
+#[test]
+fn unreachable_frame_says_so() {
+    let mut m = polled_model();
+    m.update(Update::Down {
+        error: "cannot reach ampd at /x.sock: Connection refused".into(),
+        at: Duration::from_millis(4500),
+    });
+    let text = frame_text(&m, 120, 30);
+    let line = text.lines().nth(1).unwrap();
+    assert!(
+        line.contains("ampd unreachable, retrying every 0.5s (figures below are 2.5s old): cannot reach ampd at /x.sock"),
+        "{text}"
+    );
+    // The last figures stay.
+    assert!(text.contains("25047"), "{text}");
+    // A tiny terminal does not panic.
+    let small = frame_text(&m, 20, 5);
+    assert_eq!(small.lines().count(), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real thing in tmux.
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("amp-tui-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An ampd on a private socket; killed on drop if still running.
+struct Ampd {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Ampd {
+    fn start(dir: &Path, workers: &str) -> Self {
+        let socket = dir.join("ampd.sock");
+        let config = dir.join("amp.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[supervisor]\ncontrol_socket = {:?}\nshm_prefix = \"amptui{}\"\n\n{workers}",
+                socket.display().to_string(),
+                std::process::id()
+            ),
+        )
+        .expect("write config");
+        let log = dir.join("ampd.log");
+        let child = Process::new(env!("CARGO_BIN_EXE_ampd"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn ampd");
+        let me = Self { child, socket, log };
+        me.wait("the control socket", || {
+            std::os::unix::net::UnixStream::connect(&me.socket).is_ok()
+        });
+        me
+    }
+
+    fn request(&self, req: Value) -> Option<Value> {
+        client::request(&self.socket, req, Duration::from_secs(5))
+            .ok()
+            .filter(|r| r.ok)
+            .and_then(|r| r.data)
+    }
+
+    fn pid_of(&self, worker: &str) -> Option<u64> {
+        let st = self.request(json!({"cmd": "status"}))?;
+        st["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == worker && w["state"] == "ready")?["pid"]
+            .as_u64()
+    }
+
+    fn wait(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "timed out waiting for {what}; ampd log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+impl Ampd {
+    fn wait_exit(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "ampd did not exit after `shutdown`; its log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Ampd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A private tmux server (`-L`), killed on drop.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Process::new("tmux")
+            .args(["-L", &self.name, "-f", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
+    }
+
+    fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            last = self.screen();
+            if cond(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; the pane shows:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn ampctl_top_in_tmux() {
+    if !Process::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipping ampctl_top_in_tmux: tmux is not installed");
+        return;
+    }
+    let scratch = Scratch::new("tmux");
+    let mut ampd = Ampd::start(
+        &scratch.0,
+        "[workers.alpha]\ncommand = \"sleep\"\nargs = [\"3600\"]\nipc = false\n\n\
+         [workers.beta]\ncommand = \"sleep\"\nargs = [\"3600\"]\nipc = false\n",
+    );
+    ampd.wait("alpha and beta ready", || {
+        ampd.pid_of("alpha").is_some() && ampd.pid_of("beta").is_some()
+    });
+    let alpha_pid = ampd.pid_of("alpha");
+
+    let tmux = Tmux {
+        name: format!("amp-tui-{}", std::process::id()),
+    };
+    let cmd = format!(
+        "'{}' --socket '{}' top",
+        env!("CARGO_BIN_EXE_ampctl"),
+        ampd.socket.display()
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &cmd,
+        ";",
+        "set-option",
+        "-g",
+        "remain-on-exit",
+        "on",
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let screen = tmux.wait_screen("both workers on screen", |s| {
+        s.contains("alpha") && s.contains("beta") && s.contains("connected to")
+    });
+    assert!(screen.contains("amp top  ampd pid"), "{screen}");
+    assert!(screen.contains(&alpha_pid.unwrap().to_string()), "{screen}");
+
+    // `r` restarts the selected worker (alpha: the first by name).
+    tmux.run(&["send-keys", "-t", "top", "r"]);
+    tmux.wait_screen("the restart's answer", |s| {
+        s.contains("restart alpha: accepted by ampd")
+    });
+    ampd.wait("alpha restarted with a new pid", || {
+        ampd.pid_of("alpha").is_some_and(|p| Some(p) != alpha_pid)
+    });
+    // `j` then `d` drains beta.
+    tmux.run(&["send-keys", "-t", "top", "j", "d"]);
+    tmux.wait_screen("beta drained", |s| {
+        s.contains("drain beta: accepted by ampd") && s.contains("stopped")
+    });
+
+    // ampd goes away: top says so and keeps going.
+    let _ = ampd.request(json!({"cmd": "shutdown"}));
+    ampd.wait_exit();
+    tmux.wait_screen("the unreachable notice", |s| {
+        s.contains("ampd unreachable, retrying")
+    });
+
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut dead = String::new();
+    while Instant::now() < deadline {
+        let out = tmux.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "top",
+            "#{pane_dead} #{pane_dead_status}",
+        ]);
+        dead = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if dead.starts_with('1') {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        dead, "1 0",
+        "ampctl top should have exited with status 0 after `q`"
+    );
+    // The alternate screen was left: the pane no longer shows the view.
+    let after = tmux.screen();
+    assert!(
+        !after.contains("amp top"),
+        "terminal not restored:\n{after}"
+    );
+}
