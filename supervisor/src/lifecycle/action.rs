@@ -156,6 +156,26 @@ pub enum Notice {
         /// Fast path.
         fast: bool,
     },
+    /// A new unit exists (a worker was added or scaled up): its id is `>=` every id seen before
+    /// and stays valid until [`Notice::UnitRemoved`]. Emitted before any action naming it, so
+    /// the event loop can grow its per-unit tables here. The units [`super::Supervisor::new`]
+    /// creates are not announced (see [`super::Supervisor::units`]).
+    UnitAdded {
+        /// The unit.
+        unit: UnitId,
+    },
+    /// A removed unit is gone for good: it has no process, no later action names it and its id
+    /// is never reused. The event loop can free its per-unit state.
+    UnitRemoved {
+        /// The unit.
+        unit: UnitId,
+    },
+    /// A removed worker's last unit is gone: the worker is forgotten (its name may be added
+    /// again).
+    WorkerRemoved {
+        /// The worker's name.
+        worker: String,
+    },
 }
 
 /// Why a unit is being stopped.
@@ -179,6 +199,10 @@ pub enum StopCause {
     HeartbeatTimeout,
     /// It did not report ready within `ready_timeout` (killed at once).
     ReadyTimeout,
+    /// Its worker was removed or scaled down: it is forgotten once it exited.
+    Removed,
+    /// Its worker's spec was replaced: it starts again with the new spec once it exited.
+    Replaced,
 }
 
 impl StopCause {

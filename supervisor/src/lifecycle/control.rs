@@ -3,11 +3,14 @@
 use super::action::{Action, Notice, StopCause};
 use super::event::{Command, CommandError};
 use super::machine::Supervisor;
-use super::state::{Phase, UnitState};
+use super::state::{Fate, Phase, UnitState};
 use std::time::Instant;
 
 impl Supervisor {
     /// Carries out a manual [`Command`] at time `now` and returns what to do.
+    ///
+    /// Units being removed are not started or restarted (a worker name leaves them out); they
+    /// can be stopped (which skips the rest of their drain) or drained.
     ///
     /// # Errors
     /// [`CommandError::UnknownTarget`] when the target names no unit or worker;
@@ -25,9 +28,14 @@ impl Supervisor {
             .map(|u| u.index())
             .collect();
         let mut out = Vec::new();
+        let kept: Vec<usize> = targets
+            .iter()
+            .copied()
+            .filter(|&i| self.units[i].fate != Fate::Remove)
+            .collect();
         match command {
             Command::Start { .. } => {
-                for i in targets {
+                for i in kept {
                     self.start_unit(i, &mut out);
                 }
             }
@@ -41,7 +49,7 @@ impl Supervisor {
                     workers.dedup();
                     for w in workers {
                         for d in self.graph.transitive_dependents(w) {
-                            set.extend(self.graph.worker_units[d].clone());
+                            set.extend(self.graph.workers[d].units.iter().copied());
                         }
                     }
                     set.sort_unstable();
@@ -52,7 +60,7 @@ impl Supervisor {
                 }
             }
             Command::Restart { .. } => {
-                for i in targets {
+                for i in kept {
                     self.restart_unit(now, i, &mut out);
                 }
             }
@@ -108,23 +116,32 @@ impl Supervisor {
     /// Drain: a ready unit is told to drain and stopped once drained (or after its
     /// `drain_timeout`); a unit not ready yet is simply stopped.
     fn drain_unit(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
-        let drain_timeout = self.graph.workers[self.graph.units[i].worker].drain_timeout;
-        let unit = self.id(i);
         match self.units[i].state {
-            UnitState::Ready {
-                pid,
-                heartbeat_deadline,
-            } if self.units[i].stop_wanted.is_none() => {
-                self.units[i].state = UnitState::Draining {
-                    pid,
-                    heartbeat_deadline,
-                    drain_deadline: drain_timeout.map(|t| now + t),
-                };
-                out.push(Action::Notify(Notice::Draining { unit, pid }));
-                out.push(Action::SendDrain { unit, pid });
+            UnitState::Ready { .. } if self.units[i].stop_wanted.is_none() => {
+                self.begin_drain(now, i, out);
             }
             UnitState::Draining { .. } | UnitState::Ready { .. } => {}
             _ => self.stop_unit(i, StopCause::Drain, out),
         }
+    }
+
+    /// A ready unit starts draining: the router stops feeding it and it is told to drain.
+    pub(super) fn begin_drain(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        let UnitState::Ready {
+            pid,
+            heartbeat_deadline,
+        } = self.units[i].state
+        else {
+            return;
+        };
+        let drain_timeout = self.spec(i).drain_timeout;
+        let unit = self.id(i);
+        self.units[i].state = UnitState::Draining {
+            pid,
+            heartbeat_deadline,
+            drain_deadline: drain_timeout.map(|t| now + t),
+        };
+        out.push(Action::Notify(Notice::Draining { unit, pid }));
+        out.push(Action::SendDrain { unit, pid });
     }
 }

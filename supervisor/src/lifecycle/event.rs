@@ -4,12 +4,15 @@ use crate::spec::ExitReason;
 use nix::unistd::Pid;
 
 /// A unit (one replica of a worker), as issued by [`super::Supervisor`]. Ids are dense
-/// (`0..unit_count`), so the event loop can index its own tables with [`UnitId::index`].
+/// (`0..unit_count`, in the order units were created) and never reused within a run, so the
+/// event loop can index its own tables with [`UnitId::index`]; a removed unit's index stays
+/// unused (see [`super::Supervisor::is_live`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnitId(u32);
 
 impl UnitId {
-    /// The id's position, `0..unit_count`.
+    /// The id's position, `0..unit_count` (see [`super::Supervisor::unit_id`] for the way
+    /// back).
     #[must_use]
     pub const fn index(self) -> usize {
         self.0 as usize
@@ -89,6 +92,23 @@ pub enum Event {
         /// Skip the ordered, graceful sequence.
         fast: bool,
     },
+}
+
+impl Event {
+    /// The unit the event is about, if any.
+    #[must_use]
+    pub const fn unit(&self) -> Option<UnitId> {
+        match self {
+            Self::Spawned { unit, .. }
+            | Self::SpawnFailed { unit, .. }
+            | Self::Ready { unit, .. }
+            | Self::Heartbeat { unit, .. }
+            | Self::HeartbeatStale { unit, .. }
+            | Self::Drained { unit, .. }
+            | Self::Exited { unit, .. } => Some(*unit),
+            Self::Startup | Self::Tick | Self::Shutdown { .. } => None,
+        }
+    }
 }
 
 /// A manual control request (from `ampctl`). `target` is a unit name (`api#1`) or a worker name

@@ -3,7 +3,7 @@
 use super::action::{Action, Notice, StopCause, Termination};
 use super::event::{Event, UnitId};
 use super::graph::{Graph, SpecError};
-use super::state::{Phase, UnitRt, UnitState};
+use super::state::{Fate, Phase, UnitRt, UnitState};
 use super::worker::{Options, WorkerSpec};
 use crate::spec::{DependencyCondition, ExitReason};
 use nix::unistd::Pid;
@@ -53,6 +53,9 @@ impl Supervisor {
     /// Feeds one event at time `now` and returns what to do, in order. Deadlines that passed by
     /// `now` are handled too (after the event), so a late `Tick` loses nothing.
     ///
+    /// An event about a removed unit (see [`Supervisor::is_live`]) is ignored, except
+    /// [`Event::Spawned`], whose process nobody waits for any more: it is killed.
+    ///
     /// # Panics
     /// If the event names a [`UnitId`] this supervisor did not issue.
     #[must_use = "the actions must be carried out"]
@@ -60,6 +63,15 @@ impl Supervisor {
         let mut out = Vec::new();
         if matches!(self.phase, Phase::Done(_)) {
             return out;
+        }
+        if let Some(unit) = event.unit() {
+            if !self.graph.units[self.index(unit)].live {
+                if let Event::Spawned { unit, pid } = event {
+                    out.push(Action::Kill { unit, pid });
+                }
+                self.step(now, &mut out);
+                return out;
+            }
         }
         match event {
             Event::Startup => {
@@ -84,7 +96,7 @@ impl Supervisor {
                 let i = self.index(unit);
                 if let UnitState::Draining { pid: p, .. } = self.units[i].state {
                     if p == pid {
-                        self.begin_stop(now, i, StopCause::Drain, false, &mut out);
+                        self.drained(now, i, &mut out);
                     }
                 }
             }
@@ -119,61 +131,9 @@ impl Supervisor {
         &self.options
     }
 
-    /// Number of units; ids are `0..unit_count()`.
-    #[must_use]
-    pub fn unit_count(&self) -> usize {
-        self.units.len()
-    }
-
-    /// Every unit id, in dependency order (dependencies first).
-    pub fn units(&self) -> impl Iterator<Item = UnitId> + '_ {
-        self.graph.order.iter().map(|&i| UnitId::from_index(i))
-    }
-
-    /// The unit with this unit name (`NAME` or `NAME#i`).
-    #[must_use]
-    pub fn lookup(&self, name: &str) -> Option<UnitId> {
-        self.graph.unit_by_name(name)
-    }
-
-    /// The units a unit or worker name designates.
-    ///
-    /// # Errors
-    /// [`super::CommandError::UnknownTarget`] when the name is neither.
-    pub fn resolve(&self, target: &str) -> Result<Vec<UnitId>, super::CommandError> {
-        self.graph
-            .resolve(target)
-            .map(|v| v.into_iter().map(UnitId::from_index).collect())
-            .ok_or_else(|| super::CommandError::UnknownTarget {
-                target: target.to_owned(),
-            })
-    }
-
-    /// The unit's name (`NAME` or `NAME#i`).
-    ///
-    /// # Panics
-    /// If `unit` was not issued by this supervisor.
-    #[must_use]
-    pub fn unit_name(&self, unit: UnitId) -> &str {
-        &self.graph.units[self.index(unit)].name
-    }
-
-    /// The unit's replica number.
-    ///
-    /// # Panics
-    /// If `unit` was not issued by this supervisor.
-    #[must_use]
-    pub fn replica(&self, unit: UnitId) -> u32 {
-        self.graph.units[self.index(unit)].replica
-    }
-
-    /// The spec of the worker the unit is a replica of.
-    ///
-    /// # Panics
-    /// If `unit` was not issued by this supervisor.
-    #[must_use]
-    pub fn worker(&self, unit: UnitId) -> &WorkerSpec {
-        &self.graph.workers[self.graph.units[self.index(unit)].worker]
+    /// The spec of unit `i`'s worker.
+    pub(super) fn spec(&self, i: usize) -> &WorkerSpec {
+        &self.graph.workers[self.graph.units[i].worker].spec
     }
 
     pub(super) fn index(&self, unit: UnitId) -> usize {
@@ -193,12 +153,15 @@ impl Supervisor {
     /// Runs everything that follows from the current state: due deadlines, then starts and
     /// ordered stops, then phase changes.
     pub(super) fn step(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.graph.refresh_order();
         self.expire(now, out);
         self.settle(now, out);
+        self.graph.refresh_order();
     }
 
     fn on_spawned(&mut self, now: Instant, i: usize, pid: Pid, out: &mut Vec<Action>) {
         let unit = self.id(i);
+        let ready_timeout = self.spec(i).ready_timeout;
         let u = &mut self.units[i];
         if !matches!(u.state, UnitState::Spawning) {
             if u.state.pid() != Some(pid) {
@@ -207,7 +170,6 @@ impl Supervisor {
             }
             return;
         }
-        let ready_timeout = self.graph.workers[self.graph.units[i].worker].ready_timeout;
         u.state = UnitState::Starting {
             pid,
             ready_deadline: now + ready_timeout,
@@ -228,6 +190,13 @@ impl Supervisor {
             unit,
             error: error.clone(),
         }));
+        match self.units[i].fate {
+            Fate::Remove => return self.forget(i, out),
+            // The attempt was for the old spec; the new one is in place already, so the normal
+            // course (with the new policy) follows.
+            Fate::Replace => self.units[i].fate = Fate::Keep,
+            Fate::Keep => {}
+        }
         if self.units[i].stop_wanted.is_some() {
             self.mark_stopped(i, out);
         } else {
@@ -236,7 +205,7 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, now: Instant, i: usize, pid: Pid, out: &mut Vec<Action>) {
-        let heartbeat = self.graph.workers[self.graph.units[i].worker].heartbeat_timeout;
+        let heartbeat = self.spec(i).heartbeat_timeout;
         let unit = self.id(i);
         let u = &mut self.units[i];
         let UnitState::Starting { pid: p, .. } = u.state else {
@@ -256,7 +225,7 @@ impl Supervisor {
     }
 
     fn on_heartbeat(&mut self, now: Instant, i: usize, pid: Pid) {
-        let Some(timeout) = self.graph.workers[self.graph.units[i].worker].heartbeat_timeout else {
+        let Some(timeout) = self.spec(i).heartbeat_timeout else {
             return;
         };
         match &mut self.units[i].state {
@@ -317,6 +286,24 @@ impl Supervisor {
             stop_cause,
         }));
         let shutting_down = matches!(self.phase, Phase::ShuttingDown { .. });
+        match u.fate {
+            Fate::Remove => return self.forget(i, out),
+            Fate::Replace => {
+                u.fate = Fate::Keep;
+                let down = u.stop_wanted.is_some()
+                    || shutting_down
+                    || was_draining
+                    || stop_cause == Some(StopCause::Drain);
+                if !down {
+                    // Back to pending: it starts with the new spec once its dependencies are met.
+                    u.reset_for_manual_start();
+                    u.state = UnitState::Pending;
+                    return;
+                }
+            }
+            Fate::Keep => {}
+        }
+        let u = &self.units[i];
         match stop_cause {
             None if u.stop_wanted.is_some() || was_draining => self.mark_stopped(i, out),
             None => self.after_termination(now, i, Termination::Exited(reason), out),
@@ -327,7 +314,8 @@ impl Supervisor {
                     Termination::HeartbeatTimeout
                 };
                 let never_ready = cause == StopCause::ReadyTimeout && !u.ever_ready;
-                if u.stop_wanted.is_some() || shutting_down || never_ready {
+                let stop_wanted = u.stop_wanted.is_some();
+                if stop_wanted || shutting_down || never_ready {
                     // Never-ready units fail outright; the startup policy was applied when the
                     // timeout fired.
                     let u = &mut self.units[i];
@@ -340,10 +328,20 @@ impl Supervisor {
                     self.after_termination(now, i, how, out);
                 }
             }
-            Some(StopCause::Restart) if u.stop_wanted.is_none() && !shutting_down => {
+            Some(StopCause::Restart) if self.units[i].stop_wanted.is_none() && !shutting_down => {
                 self.spawn(i, out);
             }
             Some(_) => self.mark_stopped(i, out),
+        }
+    }
+
+    /// A draining unit has nothing in flight (or its drain timeout passed): a unit being
+    /// removed waits for its turn to stop (see `settle`); any other unit is stopped now.
+    fn drained(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        if self.units[i].fate == Fate::Remove {
+            self.units[i].stop_wanted.get_or_insert(StopCause::Removed);
+        } else {
+            self.begin_stop(now, i, StopCause::Drain, false, out);
         }
     }
 
@@ -351,7 +349,6 @@ impl Supervisor {
     fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
         for k in 0..self.graph.order.len() {
             let i = self.graph.order[k];
-            let w = self.graph.units[i].worker;
             let unit = self.id(i);
             if self.units[i].deadline().is_none_or(|d| d > now) {
                 continue;
@@ -375,11 +372,12 @@ impl Supervisor {
                     if heartbeat_deadline.is_some_and(|d| d <= now) {
                         self.heartbeat_stale(i, out);
                     } else if drain_deadline.is_some_and(|d| d <= now) {
-                        self.begin_stop(now, i, StopCause::Drain, false, out);
+                        self.drained(now, i, out);
                     }
                 }
                 UnitState::Stopping {
                     pid,
+                    signal,
                     signal_at,
                     kill_at,
                     cause,
@@ -388,7 +386,6 @@ impl Supervisor {
                     let mut kill_at = kill_at;
                     if signal_at.is_some_and(|t| t <= now) {
                         signal_at = None;
-                        let signal = self.graph.workers[w].stop_signal;
                         out.push(Action::Signal { unit, pid, signal });
                     }
                     if kill_at.is_some_and(|t| t <= now) {
@@ -401,6 +398,7 @@ impl Supervisor {
                     self.units[i].state = UnitState::Stopping {
                         pid,
                         cause,
+                        signal,
                         signal_at,
                         kill_at,
                     };
@@ -417,7 +415,9 @@ impl Supervisor {
     }
 
     /// Starts pending units whose dependencies are met, begins ordered stops whose dependents
-    /// are gone, and moves the phase on.
+    /// are gone (a replica removed by a scale-down does not wait, the others serve; during
+    /// shutdown it does, like every unit), begins the
+    /// stops of replaced units that got their process meanwhile, and moves the phase on.
     fn settle(&mut self, now: Instant, out: &mut Vec<Action>) {
         if matches!(self.phase, Phase::Starting | Phase::Running) {
             for k in 0..self.graph.order.len() {
@@ -428,16 +428,30 @@ impl Supervisor {
             }
         }
         let fast = matches!(self.phase, Phase::ShuttingDown { fast: true, .. });
+        let active = matches!(self.phase, Phase::Starting | Phase::Running);
         for k in (0..self.graph.order.len()).rev() {
             let i = self.graph.order[k];
-            let Some(cause) = self.units[i].stop_wanted else {
+            let u = &self.units[i];
+            let Some(cause) = u.stop_wanted else {
+                if active
+                    && u.fate == Fate::Replace
+                    && matches!(
+                        u.state,
+                        UnitState::Starting { .. } | UnitState::Ready { .. }
+                    )
+                {
+                    self.begin_stop(now, i, StopCause::Replaced, false, out);
+                }
                 continue;
             };
             let running = matches!(
-                self.units[i].state,
+                u.state,
                 UnitState::Starting { .. } | UnitState::Ready { .. } | UnitState::Draining { .. }
             );
-            if running && (fast || !self.has_dependent_being_stopped(i)) {
+            let scaled_down = active
+                && u.fate == Fate::Remove
+                && !self.graph.workers[self.graph.units[i].worker].removing;
+            if running && (fast || scaled_down || !self.has_dependent_being_stopped(i)) {
                 self.begin_stop(now, i, cause, fast, out);
             }
         }
@@ -455,20 +469,30 @@ impl Supervisor {
         out.push(Action::Spawn { unit: self.id(i) });
     }
 
-    /// Whether every dependency of unit `i` meets its condition now.
+    /// Whether every dependency of unit `i` meets its condition now: every replica of the
+    /// dependency that is not being removed meets it (a worker being removed meets nothing).
     pub(super) fn deps_satisfied(&self, i: usize) -> bool {
         let w = self.graph.units[i].worker;
-        self.graph.deps[w].iter().all(|&(d, condition)| {
-            self.graph.worker_units[d]
-                .clone()
-                .all(|r| self.satisfies(r, condition))
+        self.graph.workers[w].deps.iter().all(|&(d, condition)| {
+            !self.graph.workers[d].removing
+                && self.counted_units(d).all(|r| self.satisfies(r, condition))
         })
     }
 
-    /// Whether unit `r` meets `condition` for its dependents now.
+    /// Worker `w`'s live units that are not being removed (its replicas as dependents see them).
+    pub(super) fn counted_units(&self, w: usize) -> impl Iterator<Item = usize> + '_ {
+        self.graph.workers[w]
+            .units
+            .iter()
+            .copied()
+            .filter(|&r| self.units[r].fate != Fate::Remove)
+    }
+
+    /// Whether unit `r` meets `condition` for its dependents now. A unit about to be stopped
+    /// (asked to stop, or replaced and still running its old spec) meets nothing.
     pub(super) fn satisfies(&self, r: usize, condition: DependencyCondition) -> bool {
         let u = &self.units[r];
-        if u.stop_wanted.is_some() {
+        if u.stop_wanted.is_some() || u.fate == Fate::Replace {
             return false;
         }
         match condition {
@@ -481,11 +505,13 @@ impl Supervisor {
         }
     }
 
-    /// Whether some unit depending on `i` still has a process and is being stopped too.
+    /// Whether some unit depending on `i` still has a process and is being stopped or removed
+    /// too.
     fn has_dependent_being_stopped(&self, i: usize) -> bool {
-        self.graph
-            .dependent_units(i)
-            .any(|d| self.units[d].state.is_alive() && self.units[d].stop_wanted.is_some())
+        self.graph.dependent_units(i).any(|d| {
+            let u = &self.units[d];
+            u.state.is_alive() && (u.stop_wanted.is_some() || u.fate == Fate::Remove)
+        })
     }
 
     pub(super) fn failed_units(&self) -> Vec<UnitId> {
@@ -501,7 +527,8 @@ impl Supervisor {
     /// pending behind a dependency that cannot be satisfied.
     fn startup_settled(&self) -> bool {
         let blocked = self.blocked_by();
-        self.units.iter().enumerate().all(|(i, u)| {
+        self.graph.order.iter().all(|&i| {
+            let u = &self.units[i];
             u.ever_ready
                 || matches!(
                     u.state,

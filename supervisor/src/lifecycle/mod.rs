@@ -9,14 +9,20 @@
 //! # Workers, units, replicas
 //! A [`WorkerSpec`] with `replicas = 1` becomes one *unit* named like the worker; with
 //! `replicas = N > 1` it becomes `N` units named `NAME#0` … `NAME#N-1`. Every unit has its own
-//! process, state, backoff and intensity window. Dependencies are between workers: a dependency
-//! on worker `db` is met when **every** replica of `db` meets the condition:
+//! process, state, backoff and intensity window. A unit's name never changes: units added later
+//! by scaling up are named `NAME#k` with the lowest replica number `k >= 1` not held by a live
+//! unit of the worker (scaling `api` from 1 to 3 gives `api`, `api#1`, `api#2`), and scaling
+//! down removes the highest-numbered units. `NAME#0` also designates replica 0 when it is named
+//! `NAME`, and a worker name designates all its units. Dependencies are between workers: a
+//! dependency on worker `db` is met when **every** replica of `db` (not being removed) meets
+//! the condition:
 //! - `started`: spawned and not yet exited (starting or ready), or completed;
 //! - `ready`: ready now;
 //! - `completed_successfully`: exited 0 and not restarted (restart `on-failure`/`never`; a
 //!   dependency on an `always` worker is refused by [`Supervisor::new`]).
 //!
-//! A unit being stopped never counts as meeting a condition. Conditions gate a unit's *start*
+//! A unit being stopped (or replaced, see below) never counts as meeting a condition; a worker
+//! being removed meets none. Conditions gate a unit's *start*
 //! (at startup and after a manual start); automatic restarts of a unit do not wait for its
 //! dependencies again, and a dependency restarting does not stop its dependents.
 //!
@@ -32,6 +38,11 @@
 //! | `Stopping` | [`Event::Exited`] | `Stopped`; `Spawning` for a manual restart; exit handling (hung) |
 //! | exit handling | policy | `Backoff` → `Spawning` after the delay, `Completed`, or `Failed` |
 //! | `Stopped`, `Failed`, `Completed` | [`Command::Start`] | `Pending` |
+//! | any, without a process | removed ([`Changes`]) | forgotten ([`Notice::UnitRemoved`]) |
+//! | `Ready` | removed with `drain` | `Draining` → (drained) `Stopping` → forgotten |
+//! | `Spawning`, `Starting`, `Ready`, `Draining` | removed | `Stopping` → forgotten |
+//! | `Starting`, `Ready` | replaced ([`Changes::replace`]) | `Stopping` → `Pending` |
+//! | `Backoff`, `Failed`, `Completed` | replaced | `Pending` |
 //!
 //! When a process ends by itself (or could not be spawned, or was killed as hung):
 //! - restart policy `always` restarts; `on-failure` restarts anything but exit code 0 (death by a
@@ -76,6 +87,34 @@
 //! `min(`[`Options::fast_kill_timeout`]`, stop_timeout)`. When the last process is gone,
 //! [`Action::ShutdownComplete`] reports whether it was clean (no SIGKILL needed) and why.
 //!
+//! # Changing the workers at runtime
+//! [`Supervisor::apply_changes`] applies a [`Changes`] (added, replaced, scaled and removed
+//! workers) atomically: it is validated against the resulting set of workers first, and on
+//! [`ChangeError`] nothing changed. [`Supervisor::add_worker`], [`Supervisor::remove_worker`],
+//! [`Supervisor::remove_workers`], [`Supervisor::set_replicas`] and
+//! [`Supervisor::replace_worker`] are shorthands. Changes are refused once shutdown began;
+//! before [`Event::Startup`] they only reshape what startup will spawn.
+//! - **Add**: the new units (new ids, [`Notice::UnitAdded`]) are `Pending` and start like any
+//!   unit once their dependencies are met (in the same call if they already are).
+//! - **Remove** (a removed worker's units, or a scale-down's surplus): the unit is *removing*
+//!   ([`UnitStatus::removing`]): it is never started or restarted again and counts for neither
+//!   its worker's replicas nor its dependents. Without a process it is forgotten at once. A ready
+//!   one is drained first when asked ([`Action::SendDrain`]; after [`Event::Drained`] or its
+//!   `drain_timeout`, the stop sequence with [`StopCause::Removed`]); any other is stopped.
+//!   Units of a removed worker stop dependents first, as in a shutdown; a scaled-down replica
+//!   stops at once (the others keep serving). Once it exited, [`Notice::UnitRemoved`] (and,
+//!   after a removed worker's last unit, [`Notice::WorkerRemoved`]): the id is dead for good.
+//! - **Replace**: the new spec applies at once. Every running unit of the worker gets the stop
+//!   sequence of its *old* spec ([`StopCause::Replaced`]) and, once it exited, goes back to
+//!   `Pending` with fresh restart counters; it starts again when its (new) dependencies are met.
+//!   Pending, backing-off, failed and completed units start over at once; stopped units stay
+//!   stopped. A stop asked for meanwhile (by hand, by shutdown, by a drain) wins.
+//! - Commands skip units being removed, except stop and drain.
+//!
+//! Unit ids are never reused: [`Supervisor::unit_count`] is the number of ids issued so far
+//! and only grows; [`Supervisor::units`] lists the live units; [`Supervisor::is_live`],
+//! [`Supervisor::unit_id`] and [`Supervisor::unit_ids_of`] map back.
+//!
 //! # Driving it (the event loop's contract)
 //! 1. [`Supervisor::new`] with the mapped [`WorkerSpec`]s, [`Options`] and a seeded RNG; then
 //!    [`Supervisor::handle`] with [`Event::Startup`].
@@ -83,12 +122,20 @@
 //!    group and feed [`Event::Spawned`] / [`Event::SpawnFailed`] right away. `Signal`/`Kill` go
 //!    to the process group (prefer the unit's pidfd to guard against pid reuse).
 //!    [`Action::Notify`]: log it; `Ready`/`Draining`/`Stopping`/`Exited` also tell the router
-//!    which units may get tasks.
+//!    which units may get tasks; [`Notice::UnitAdded`] comes before any action naming the new
+//!    unit (grow per-unit tables to [`Supervisor::unit_count`] there);
+//!    [`Notice::UnitRemoved`] comes after the unit's last action (free its per-unit state; no
+//!    later action names it, and events about it are ignored).
 //! 3. Poll with a timeout of [`Supervisor::next_deadline`] `- now` (there are no timer
 //!    actions: the core keeps its deadlines and reports the earliest); feed every observation
 //!    (`Ready`, `Heartbeat`, `Exited` with the reaped status, `Drained`, `Shutdown` on
 //!    SIGTERM/SIGINT) and feed [`Event::Tick`] when the deadline passes. Manual requests go
-//!    through [`Supervisor::command`]; `status` reads [`Supervisor::status`].
+//!    through [`Supervisor::command`]; `status` reads [`Supervisor::status`]. Reconfiguration
+//!    (reload, scale, autoscaler) goes through [`Supervisor::apply_changes`]: update the event
+//!    loop's own per-worker configuration first, then carry out the returned actions (a
+//!    replaced or added worker may be spawned at once). For a reload, pass every added,
+//!    changed (`replace`), re-scaled (`scale`, when only `replicas` changed) and removed worker
+//!    in one [`Changes`], so the order does not matter and a bad config changes nothing.
 //! 4. Exit after [`Action::ShutdownComplete`], with status 0 iff [`ShutdownReport::success`].
 //!
 //! ```
@@ -122,6 +169,7 @@
 //! ```
 
 mod action;
+mod change;
 mod control;
 mod event;
 mod graph;
@@ -139,6 +187,7 @@ pub use action::{
     Action, ExitRecord, FailureReason, Notice, ShutdownCause, ShutdownReport, StopCause,
     Termination,
 };
+pub use change::{ChangeError, Changes};
 pub use event::{Command, CommandError, Event, UnitId};
 pub use graph::SpecError;
 pub use machine::Supervisor;

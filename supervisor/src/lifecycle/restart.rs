@@ -82,7 +82,7 @@ impl Supervisor {
         how: Termination,
         out: &mut Vec<Action>,
     ) {
-        let spec = &self.graph.workers[self.graph.units[i].worker];
+        let spec = self.spec(i);
         let (policy, backoff, intensity) = (spec.restart, spec.backoff, spec.intensity);
         let failed = how.is_failure();
         let restart = match policy {
@@ -174,7 +174,7 @@ impl Supervisor {
                 let cause = StopCause::DependencyFailed { dependency: unit };
                 let workers = self.graph.transitive_dependents(self.graph.units[i].worker);
                 for w in workers {
-                    for d in self.graph.worker_units[w].clone() {
+                    for d in self.graph.workers[w].units.clone() {
                         self.stop_unit(d, cause, out);
                     }
                 }

@@ -2,6 +2,7 @@
 
 use super::action::{ExitRecord, FailureReason, ShutdownCause, ShutdownReport, StopCause};
 use super::restart::RestartHistory;
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::Serialize;
 use std::fmt;
@@ -91,6 +92,9 @@ pub(super) enum UnitState {
     Stopping {
         pid: Pid,
         cause: StopCause,
+        /// The stop signal (the worker's `stop_signal` when the stop began: a replaced worker's
+        /// old process is stopped the way its old spec said).
+        signal: Signal,
         /// When to send the stop signal; `None` once sent.
         signal_at: Option<Instant>,
         /// When to send SIGKILL; `None` once sent.
@@ -172,6 +176,20 @@ pub(super) fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant>
     }
 }
 
+/// What a reconfiguration ([`super::Changes`]) wants done with a unit, beyond its normal course.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Nothing special.
+    Keep,
+    /// Its worker's spec changed: once its current process is gone (stopped with
+    /// [`StopCause::Replaced`]), it goes back to `Pending` and starts with the new spec. A stop
+    /// asked for meanwhile (by hand, shutdown, drain) wins: it then stays down.
+    Replace,
+    /// Its worker was removed or scaled down: it is stopped (drained first if asked) and never
+    /// restarted; once it has no process it is forgotten.
+    Remove,
+}
+
 /// Everything the core remembers about one unit.
 #[derive(Debug, Clone)]
 pub(super) struct UnitRt {
@@ -192,6 +210,8 @@ pub(super) struct UnitRt {
     pub(super) ready_at: Option<Instant>,
     pub(super) failure: Option<FailureReason>,
     pub(super) spawn_error: Option<String>,
+    /// What a reconfiguration wants done with it.
+    pub(super) fate: Fate,
 }
 
 impl UnitRt {
@@ -208,6 +228,7 @@ impl UnitRt {
             ready_at: None,
             failure: None,
             spawn_error: None,
+            fate: Fate::Keep,
         }
     }
 
@@ -269,4 +290,8 @@ pub struct UnitStatus<'a> {
     pub blocked_by: Option<&'a str>,
     /// The last spawn error, if its last spawn failed.
     pub spawn_error: Option<&'a str>,
+    /// It is being removed (its worker was removed or scaled down): it gets no new work, is not
+    /// restarted, and is forgotten once its process is gone. It does not count towards its
+    /// worker's replicas or its dependents' conditions.
+    pub removing: bool,
 }

@@ -2,7 +2,7 @@
 
 use super::action::{Action, Notice, ShutdownCause, ShutdownReport, StopCause};
 use super::machine::Supervisor;
-use super::state::{Phase, UnitState};
+use super::state::{Fate, Phase, UnitState};
 use std::time::Instant;
 
 impl Supervisor {
@@ -20,7 +20,7 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         let unit = self.id(i);
-        let spec = &self.graph.workers[self.graph.units[i].worker];
+        let spec = self.spec(i);
         let Some(pid) = self.units[i].state.pid() else {
             return;
         };
@@ -48,9 +48,11 @@ impl Supervisor {
                 (None, now + timeout)
             }
         };
+        let signal = spec.stop_signal;
         self.units[i].state = UnitState::Stopping {
             pid,
             cause,
+            signal,
             signal_at,
             kill_at: Some(kill_at),
         };
@@ -64,17 +66,24 @@ impl Supervisor {
         };
         out.push(Action::Notify(Notice::Stopping { unit, pid, cause }));
         out.push(Action::Kill { unit, pid });
+        let signal = self.spec(i).stop_signal;
         self.units[i].state = UnitState::Stopping {
             pid,
             cause,
+            signal,
             signal_at: None,
             kill_at: None,
         };
     }
 
-    /// The unit has no process and stays down until started.
+    /// The unit has no process and stays down until started (a unit being removed is
+    /// forgotten instead).
     pub(super) fn mark_stopped(&mut self, i: usize, out: &mut Vec<Action>) {
+        if self.units[i].fate == Fate::Remove {
+            return self.forget(i, out);
+        }
         let u = &mut self.units[i];
+        u.fate = Fate::Keep;
         u.state = UnitState::Stopped;
         u.stop_wanted = None;
         out.push(Action::Notify(Notice::Stopped { unit: self.id(i) }));
@@ -142,12 +151,12 @@ impl Supervisor {
         for k in 0..self.graph.order.len() {
             let i = self.graph.order[k];
             let unit = self.id(i);
-            let spec = &self.graph.workers[self.graph.units[i].worker];
+            let spec = self.spec(i);
             let fast_kill = now + self.options.fast_kill_timeout.min(spec.stop_timeout);
-            let signal = spec.stop_signal;
             let state = &mut self.units[i].state;
             if let UnitState::Stopping {
                 pid,
+                signal,
                 signal_at,
                 kill_at,
                 ..
@@ -157,7 +166,7 @@ impl Supervisor {
                     out.push(Action::Signal {
                         unit,
                         pid: *pid,
-                        signal,
+                        signal: *signal,
                     });
                 }
                 if let Some(k) = kill_at {

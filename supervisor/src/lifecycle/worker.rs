@@ -9,7 +9,8 @@ use std::time::Duration;
 /// one of these; nothing here is about *how* to run the process.
 ///
 /// A worker with `replicas = 1` becomes one unit named like the worker; with `replicas = N > 1`
-/// it becomes `N` units named `NAME#0` … `NAME#N-1` (see [`super`] for the replica rules).
+/// it becomes `N` units named `NAME#0` … `NAME#N-1`; units added by scaling up later are named
+/// `NAME#k` (see [`super`] for the replica rules).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerSpec {
     /// The worker's name; non-empty, without `#` (which separates replica numbers).
@@ -74,8 +75,9 @@ impl WorkerSpec {
         }
     }
 
-    /// The name of replica `replica`: the worker's name when it has one replica, `NAME#i`
-    /// otherwise.
+    /// The name replica `replica` gets when the worker is created from this spec: the worker's
+    /// name when it has one replica, `NAME#i` otherwise. (Units added by scaling up later are
+    /// always `NAME#i`; names never change.)
     #[must_use]
     pub fn unit_name(&self, replica: u32) -> String {
         if self.replicas == 1 {

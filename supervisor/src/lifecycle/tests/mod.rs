@@ -1,5 +1,6 @@
 //! Table-driven tests of the lifecycle core: synthetic instants, a seeded RNG, no processes.
 
+mod change;
 mod control;
 mod props;
 mod restart;
@@ -52,7 +53,7 @@ pub(super) struct H {
     pub(super) t0: Instant,
     pub(super) now: Instant,
     pub(super) next_pid: i32,
-    /// Unit names by id.
+    /// Unit names by id (removed units keep theirs).
     names: Rc<Vec<String>>,
     /// Every action so far, with its time since `t0`.
     pub(super) log: Vec<(Duration, Action)>,
@@ -67,17 +68,24 @@ impl H {
         let sup = Supervisor::new(workers, options, SmallRng::seed_from_u64(seed))
             .expect("valid test specs");
         let t0 = Instant::now();
-        let mut names = vec![String::new(); sup.unit_count()];
-        for u in sup.units() {
-            names[u.index()] = sup.unit_name(u).to_owned();
-        }
-        Self {
+        let mut h = Self {
             sup,
             t0,
             now: t0,
             next_pid: 1000,
-            names: Rc::new(names),
+            names: Rc::new(Vec::new()),
             log: Vec::new(),
+        };
+        h.learn_names();
+        h
+    }
+
+    /// Records the names of units added since the last call.
+    fn learn_names(&mut self) {
+        let names = Rc::make_mut(&mut self.names);
+        names.resize(self.sup.unit_count(), String::new());
+        for u in self.sup.units() {
+            names[u.index()] = self.sup.unit_name(u).to_owned();
         }
     }
 
@@ -92,6 +100,7 @@ impl H {
     }
 
     fn record(&mut self, actions: &[Action]) {
+        self.learn_names();
         let at = self.elapsed();
         self.log.extend(actions.iter().map(|a| (at, a.clone())));
     }
@@ -111,6 +120,26 @@ impl H {
 
     pub(super) fn cmd(&mut self, command: Command) -> Result<Step, CommandError> {
         let result = self.sup.command(self.now, command);
+        if let Ok(actions) = &result {
+            self.record(actions);
+        }
+        result.map(|actions| self.step(actions))
+    }
+
+    pub(super) fn change(&mut self, changes: Changes) -> Result<Step, ChangeError> {
+        let result = self.sup.apply_changes(self.now, changes);
+        if let Ok(actions) = &result {
+            self.record(actions);
+        }
+        result.map(|actions| self.step(actions))
+    }
+
+    /// Calls one of the change methods (`add_worker`, `set_replicas`, ...) at the current time.
+    pub(super) fn alter(
+        &mut self,
+        f: impl FnOnce(&mut Supervisor, Instant) -> Result<Vec<Action>, ChangeError>,
+    ) -> Result<Step, ChangeError> {
+        let result = f(&mut self.sup, self.now);
         if let Ok(actions) = &result {
             self.record(actions);
         }

@@ -8,6 +8,10 @@
 //! - Signals, kills and control messages name the unit's own process.
 //! - In an ordered shutdown, a unit's stop begins only when none of its dependents has a process.
 //! - No deadline is left in the past.
+//! - Workers are added, removed, scaled and replaced at random: new units get fresh ids
+//!   (announced before use), removed ones are never named again, units being removed are never
+//!   spawned and do not count for dependencies, every worker has `replicas` units not being
+//!   removed, and live unit names are unique.
 
 use super::*;
 use crate::spec::{Backoff, RestartPolicy};
@@ -66,23 +70,54 @@ type GenOp = (u8, usize, u32);
 struct Before {
     state: StateKind,
     pid: Option<Pid>,
+    removing: bool,
 }
 
+/// A unit that does not exist (yet, or any more).
+const ABSENT: Before = Before {
+    state: StateKind::Stopped,
+    pid: None,
+    removing: false,
+};
+
 fn snapshot(sup: &Supervisor) -> Vec<Before> {
-    let mut v = vec![
-        Before {
-            state: StateKind::Pending,
-            pid: None
-        };
-        sup.unit_count()
-    ];
+    let mut v = vec![ABSENT; sup.unit_count()];
     for s in sup.status() {
         v[s.id.index()] = Before {
             state: s.state,
             pid: s.pid,
+            removing: s.removing,
         };
     }
     v
+}
+
+/// The snapshot entry of unit index `i` (absent if it did not exist then).
+fn at(snap: &[Before], i: usize) -> Before {
+    snap.get(i).copied().unwrap_or(ABSENT)
+}
+
+/// Structural invariants of the unit set.
+fn check_units(sup: &Supervisor) -> Result<(), TestCaseError> {
+    let mut names = std::collections::HashSet::new();
+    for u in sup.units() {
+        prop_assert!(sup.is_live(u));
+        prop_assert!(
+            names.insert(sup.unit_name(u).to_owned()),
+            "two live units named {}",
+            sup.unit_name(u)
+        );
+    }
+    for spec in sup.workers() {
+        let kept = sup
+            .unit_ids_of(&spec.name)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&u| !sup.unit_status(u).removing)
+            .count();
+        prop_assert_eq!(kept, spec.replicas as usize, "units of {}", spec.name);
+    }
+    Ok(())
 }
 
 fn alive(state: StateKind) -> bool {
@@ -118,12 +153,32 @@ fn check_step(
     let sup = &h.sup;
     let after = snapshot(sup);
     let mut spawned = Vec::new();
+    let mut announced = Vec::new();
     for action in actions {
+        if let Action::Notify(Notice::UnitAdded { unit }) = action {
+            announced.push(unit.index());
+        }
+        if let Some(unit) = named_unit(action) {
+            let i = unit.index();
+            prop_assert!(
+                i < before.len() || announced.contains(&i),
+                "{action:?} names a unit not announced"
+            );
+        }
         match action {
+            Action::Notify(Notice::UnitAdded { unit }) => {
+                prop_assert!(unit.index() >= before.len(), "id {unit:?} reused");
+            }
+            Action::Notify(Notice::UnitRemoved { unit }) => {
+                prop_assert!(!sup.is_live(*unit), "{unit:?} removed but live");
+                prop_assert!(!alive(at(&after, unit.index()).state));
+            }
             Action::Spawn { unit } => {
                 let i = unit.index();
                 let name = sup.unit_name(*unit);
                 prop_assert!(!spawned.contains(&i), "{name} spawned twice in one step");
+                prop_assert!(sup.is_live(*unit), "{name} spawned after its removal");
+                prop_assert!(!after[i].removing, "{name} spawned while being removed");
                 spawned.push(i);
                 prop_assert!(
                     !matches!(phase_before, Phase::ShuttingDown { .. } | Phase::Done(_)),
@@ -131,19 +186,24 @@ fn check_step(
                 );
                 let own_exit = matches!(event, Some(Event::Exited { unit: u, .. }) if u == unit);
                 prop_assert!(
-                    !alive(before[i].state) || own_exit,
+                    !alive(at(before, i).state) || own_exit,
                     "{name} spawned while {}",
-                    before[i].state
+                    at(before, i).state
                 );
-                if matches!(
-                    before[i].state,
-                    StateKind::Pending
-                        | StateKind::Stopped
-                        | StateKind::Failed
-                        | StateKind::Completed
-                ) {
+                if i >= before.len()
+                    || matches!(
+                        before[i].state,
+                        StateKind::Pending
+                            | StateKind::Stopped
+                            | StateKind::Failed
+                            | StateKind::Completed
+                    )
+                {
                     for dep in &sup.worker(*unit).depends_on {
-                        for r in sup.resolve(&dep.name).unwrap() {
+                        for r in sup.unit_ids_of(&dep.name).unwrap() {
+                            if after[r.index()].removing {
+                                continue;
+                            }
                             let st = after[r.index()].state;
                             prop_assert!(
                                 meets(st, dep.condition),
@@ -161,7 +221,7 @@ fn check_step(
             | Action::Kill { unit, pid } => {
                 let i = unit.index();
                 prop_assert!(
-                    before[i].pid == Some(*pid) || after[i].pid == Some(*pid),
+                    at(before, i).pid == Some(*pid) || after[i].pid == Some(*pid),
                     "{action:?} names a process that is not the unit's"
                 );
             }
@@ -188,19 +248,111 @@ fn check_step(
     if let Some(due) = sup.next_deadline() {
         prop_assert!(due > h.now, "deadline left in the past");
     }
-    Ok(())
+    check_units(sup)
+}
+
+/// The unit an action names, if any (notices about units included).
+fn named_unit(action: &Action) -> Option<UnitId> {
+    match action {
+        Action::Spawn { unit }
+        | Action::SendShutdown { unit, .. }
+        | Action::SendDrain { unit, .. }
+        | Action::Signal { unit, .. }
+        | Action::Kill { unit, .. }
+        | Action::Notify(
+            Notice::Started { unit, .. }
+            | Notice::SpawnFailed { unit, .. }
+            | Notice::Ready { unit, .. }
+            | Notice::Draining { unit, .. }
+            | Notice::Stopping { unit, .. }
+            | Notice::Exited { unit, .. }
+            | Notice::RestartScheduled { unit, .. }
+            | Notice::Completed { unit }
+            | Notice::Failed { unit, .. }
+            | Notice::Escalated { unit, .. }
+            | Notice::Stopped { unit }
+            | Notice::UnitAdded { unit }
+            | Notice::UnitRemoved { unit },
+        ) => Some(*unit),
+        Action::Notify(
+            Notice::StartupComplete { .. }
+            | Notice::ShutdownStarted { .. }
+            | Notice::WorkerRemoved { .. },
+        )
+        | Action::ShutdownComplete(_) => None,
+    }
+}
+
+/// A random change to the set of workers, built around the worker of `unit` (if any).
+fn random_change(h: &H, unit: Option<UnitId>, n: u32) -> Changes {
+    let Some(unit) = unit else {
+        return Changes {
+            add: vec![w(&format!("n{}", h.sup.unit_count()))],
+            ..Changes::default()
+        };
+    };
+    let spec = h.sup.worker(unit).clone();
+    match n % 5 {
+        0 => Changes {
+            scale: vec![(spec.name, 1 + n % 3)],
+            drain: n % 2 == 0,
+            ..Changes::default()
+        },
+        1 => {
+            let mut spec = spec;
+            spec.replicas = 1 + (n / 5) % 3;
+            spec.shutdown_grace = None;
+            Changes {
+                replace: vec![spec],
+                drain: n % 2 == 0,
+                ..Changes::default()
+            }
+        }
+        2 | 3 => {
+            let mut new = w(&format!("n{}", h.sup.unit_count()));
+            new.replicas = 1 + n % 2;
+            let condition = [Started, Ready][(n / 5) as usize % 2];
+            new.depends_on.push(Dependency::new(spec.name, condition));
+            Changes {
+                add: vec![new],
+                ..Changes::default()
+            }
+        }
+        _ => Changes {
+            remove: vec![spec.name],
+            drain: n % 2 == 0,
+            ..Changes::default()
+        },
+    }
 }
 
 /// Turns a generated op into an event or command for the current state (or nothing).
 fn apply(h: &mut H, (kind, sel, n): GenOp) -> Result<(), TestCaseError> {
     let units: Vec<UnitId> = h.sup.units().collect();
+    if kind % 12 == 11 || units.is_empty() {
+        let before = snapshot(&h.sup);
+        let phase = h.sup.phase().clone();
+        let unit = (!units.is_empty()).then(|| units[sel % units.len()]);
+        let changes = random_change(h, unit, n);
+        match h.change(changes) {
+            Ok(actions) => check_step(h, &before, &phase, None, &actions)?,
+            Err(e) => prop_assert!(
+                !matches!(
+                    e,
+                    ChangeError::Conflict { .. } | ChangeError::UnknownWorker { .. }
+                ),
+                "unexpected refusal: {e}"
+            ),
+        }
+        return Ok(());
+    }
     let unit = units[sel % units.len()];
     let st = h.sup.unit_status(unit);
     let (state, pid) = (st.state, st.pid);
     let name = h.sup.unit_name(unit).to_owned();
     let before = snapshot(&h.sup);
     let phase = h.sup.phase().clone();
-    let event = match (kind % 11, pid) {
+    let event = match (kind % 12, pid) {
         (0 | 1, _) if state == StateKind::Spawning => {
             h.next_pid += 1;
             Some(Event::Spawned {
@@ -315,7 +467,7 @@ proptest! {
             (prop::collection::vec((any::<usize>(), 0u8..3), 0..3), 1u32..=2, 0u8..3, any::<bool>(), any::<bool>()),
             1..=6,
         ),
-        ops in prop::collection::vec((0u8..11, any::<usize>(), 0u32..1500), 0..80),
+        ops in prop::collection::vec((0u8..12, any::<usize>(), 0u32..1500), 0..80),
         abort in any::<bool>(),
         seed in any::<u64>(),
     ) {
