@@ -83,6 +83,23 @@ enum Cmd {
     },
     /// Workers with task counters, CPU and memory.
     Workers,
+    /// Prometheus text exposition of every metric.
+    Metrics,
+    /// Set a worker's number of replicas.
+    Scale {
+        /// Worker name.
+        name: String,
+        /// Replicas wanted.
+        replicas: u32,
+    },
+    /// Re-read the config: start added workers, stop removed ones after a drain, restart
+    /// changed ones; the rest keep running untouched.
+    Reload,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Queue depths per kind and class.
     Queues,
     /// Tasks in flight per worker.
@@ -207,6 +224,21 @@ fn main() -> ExitCode {
         }
         Cmd::Events { follow } => serde_json::json!({"cmd": "events", "follow": follow}),
         Cmd::Workers => serde_json::json!({"cmd": "workers"}),
+        Cmd::Metrics => serde_json::json!({"cmd": "metrics"}),
+        Cmd::Scale { name, replicas } => {
+            serde_json::json!({"cmd": "scale", "name": name, "replicas": replicas})
+        }
+        Cmd::Reload => serde_json::json!({"cmd": "reload"}),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "ampctl",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
         Cmd::Queues => serde_json::json!({"cmd": "queues"}),
         Cmd::Tasks => serde_json::json!({"cmd": "tasks"}),
         Cmd::Stats => serde_json::json!({"cmd": "stats"}),
@@ -388,6 +420,7 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
                 }
             }
             (Cmd::Stats, Some(d)) => print!("{}", render::stats_table(d)),
+            (Cmd::Metrics, Some(d)) => print!("{}", d["text"].as_str().unwrap_or("")),
             (Cmd::Workers, Some(d)) => print!("{}", render::workers_table(d)),
             (Cmd::Route { .. } | Cmd::Dlq { .. } | Cmd::Queues | Cmd::Tasks, Some(d)) => {
                 println!("{}", serde_json::to_string_pretty(d).unwrap_or_default());

@@ -80,6 +80,18 @@ pub enum Request {
         #[serde(default)]
         since: Option<u64>,
     },
+    /// Prometheus text exposition of every metric.
+    Metrics,
+    /// Sets a worker's number of replicas (new ones start; surplus ones are drained first).
+    Scale {
+        /// Worker name.
+        name: String,
+        /// Replicas wanted.
+        replicas: u32,
+    },
+    /// Re-reads the config file: starts added workers, drains and stops removed ones, restarts
+    /// changed ones, scales those whose only change is `replicas`; the rest is untouched.
+    Reload,
     /// Workers with their per-worker task counters.
     Workers,
     /// Queues per kind and class.
@@ -176,6 +188,9 @@ pub struct StatusData {
     /// Where every task is (delivery census).
     #[serde(default)]
     pub tasks: TaskCensus,
+    /// Anomalies flagged at the last sample (consecutive failures, restart loops, slow outliers).
+    #[serde(default)]
+    pub anomalies: Vec<String>,
 }
 
 /// One kind's queue.

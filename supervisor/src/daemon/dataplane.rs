@@ -422,6 +422,9 @@ impl Daemon {
                             ok,
                             now,
                         );
+                    if let Some(h) = self.obs.health.get_mut(u) {
+                        h.task_done(ok);
+                    }
                 } else {
                     self.plane.flights.insert(h.id, f);
                 }

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod clients;
 mod dataplane;
 pub mod guard;
+mod obs;
 mod requests;
 pub mod unit;
 
@@ -57,7 +58,7 @@ fn unit_token(unit: usize, slot: usize) -> Token {
 }
 
 /// Maps the config onto the lifecycle core's input.
-fn worker_spec(w: &WorkerConfig) -> lifecycle::WorkerSpec {
+pub(crate) fn worker_spec(w: &WorkerConfig) -> lifecycle::WorkerSpec {
     let mut s = lifecycle::WorkerSpec::new(w.name.clone());
     s.replicas = w.replicas;
     s.depends_on = w
@@ -108,6 +109,7 @@ pub struct Daemon {
     followers: requests::Followers,
     draining: std::collections::BTreeSet<usize>,
     notify: Option<sys::notify::Notifier>,
+    obs: obs::Obs,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -166,6 +168,8 @@ impl Daemon {
         let seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
         let life = Supervisor::new(specs, opts, SmallRng::seed_from_u64(seed))?;
         let plane = dataplane::Plane::new(&cfg, seed)?;
+        let unit_names: Vec<String> = life.units().map(|u| life.unit_name(u).to_owned()).collect();
+        let obs = obs::Obs::new(cfg.supervisor.metrics_addr, poll.registry(), &unit_names)?;
         let mut units = Vec::with_capacity(life.unit_count());
         for u in life.units() {
             let wname = life.worker(u).name.clone();
@@ -244,6 +248,7 @@ impl Daemon {
             last_activity: Instant::now(),
             followers: requests::Followers::default(),
             draining: std::collections::BTreeSet::new(),
+            obs,
             notify: match sys::notify::Notifier::from_env() {
                 Ok(n) => n,
                 Err(e) => {
@@ -264,7 +269,7 @@ impl Daemon {
         let mut events = Events::with_capacity(256);
         while self.finished.is_none() {
             let now = Instant::now();
-            let mut deadline = self.next_heartbeat_check;
+            let mut deadline = self.next_heartbeat_check.min(self.metrics_deadline());
             if let Some(d) = self.life.next_deadline() {
                 deadline = deadline.min(d);
             }
@@ -322,6 +327,7 @@ impl Daemon {
 
     fn dispatch(&mut self, token: Token) {
         match token {
+            t if self.owns_metrics_token(t) => self.on_metrics(t),
             SIGNALS => self.on_signals(),
             WAKER => self.on_bridge(),
             LISTENER => self.control.accept(self.poll.registry()),
@@ -518,10 +524,39 @@ impl Daemon {
     }
 
     fn uid(&self, u: usize) -> UnitId {
-        self.life
-            .units()
-            .nth(u)
-            .unwrap_or_else(|| self.life.units().next().unwrap_or_else(|| unreachable!()))
+        self.life.unit_id(u).unwrap_or_else(|| {
+            unreachable!("unit index {u} was never issued by the lifecycle core")
+        })
+    }
+
+    /// Grows the per-unit tables for a unit the lifecycle core added at runtime.
+    fn add_unit_rt(&mut self, unit: UnitId) {
+        let u = unit.index();
+        let name = self.life.unit_name(unit).to_owned();
+        let wname = self.life.worker(unit).name.clone();
+        let widx = self
+            .cfg
+            .workers
+            .iter()
+            .position(|w| w.name == wname)
+            .unwrap_or(0);
+        while self.units.len() <= u {
+            self.units.push(UnitRt {
+                name: name.clone(),
+                worker: widx,
+                proc: None,
+                tail: sys::LogTail::new(1000, 1 << 20),
+                logfile: None,
+            });
+            self.obs
+                .resources
+                .push(crate::metrics::ResourceHistory::default());
+            self.obs
+                .health
+                .push(crate::metrics::WorkerHealth::new(name.clone()));
+        }
+        self.units[u].worker = widx;
+        self.units[u].name = name;
     }
 
     fn on_unit(&mut self, u: usize, slot: usize) {
@@ -663,6 +698,7 @@ impl Daemon {
             self.probe(u, now);
         }
         self.check_drained();
+        self.metrics_timers(now);
     }
 
     fn probe(&mut self, u: usize, now: Instant) {
@@ -858,6 +894,16 @@ impl Daemon {
     fn notice(&mut self, n: &Notice) {
         match n {
             Notice::Ready { unit, .. } => self.unit_ready(unit.index()),
+            Notice::Started { unit, .. } => {
+                if let Some(r) = self.obs.resources.get_mut(unit.index()) {
+                    r.new_process();
+                }
+            }
+            Notice::RestartScheduled { unit, .. } => {
+                if let Some(h) = self.obs.health.get_mut(unit.index()) {
+                    h.restarted(Instant::now());
+                }
+            }
             Notice::Draining { unit, .. } | Notice::Stopping { unit, .. } => {
                 self.unit_draining(unit.index())
             }
@@ -871,7 +917,9 @@ impl Daemon {
                     Some(
                         lifecycle::StopCause::Command
                         | lifecycle::StopCause::Shutdown
-                        | lifecycle::StopCause::Drain,
+                        | lifecycle::StopCause::Drain
+                        | lifecycle::StopCause::Removed
+                        | lifecycle::StopCause::Replaced,
                     ) => crate::delivery::LostCause::Stopped,
                     _ => crate::delivery::LostCause::Exited,
                 };
@@ -965,6 +1013,12 @@ impl Daemon {
                     format!("{cause:?} fast={fast}"),
                 )
             }
+            Notice::UnitAdded { unit } => {
+                self.add_unit_rt(*unit);
+                (name(self, *unit), "unit_added", String::new())
+            }
+            Notice::UnitRemoved { unit } => (name(self, *unit), "unit_removed", String::new()),
+            Notice::WorkerRemoved { worker } => (String::new(), "worker_removed", worker.clone()),
         };
         match kind {
             "failed" | "spawn_failed" | "escalated" => {
@@ -1019,7 +1073,7 @@ impl Daemon {
                     kind: k.clone(),
                     policy: st.policy.to_owned(),
                     depth: st.queued,
-                    rejected: st.rejected + rejected,
+                    rejected: *rejected,
                     dispatched: st.dispatched,
                     in_flight: st.in_flight,
                 }
@@ -1044,6 +1098,7 @@ impl Daemon {
             events: self.events.iter().cloned().collect(),
             queues,
             tasks,
+            anomalies: self.obs.flagged.clone(),
         }
     }
 

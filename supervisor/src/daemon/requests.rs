@@ -128,12 +128,147 @@ impl Daemon {
             Request::Workers => {
                 Response::ok(serde_json::json!({"workers": self.workers_view(now)}))
             }
+            Request::Metrics => Response::ok(serde_json::json!({
+                "content_type": crate::metrics::CONTENT_TYPE,
+                "text": crate::metrics::render(&self.metrics_snapshot(now)),
+            })),
+            Request::Scale { name, replicas } => self.scale(&name, replicas),
+            Request::Reload => self.reload(),
             Request::Queues => Response::ok(serde_json::json!({"queues": self.status().queues})),
             Request::Tasks => Response::ok(self.tasks_view(now)),
             Request::Stats => Response::ok(self.stats_view(now)),
             other => return Err(Box::new(other)),
         };
         Ok(Some(resp))
+    }
+
+    fn apply(&mut self, actions: Vec<crate::lifecycle::Action>) {
+        let mut queue = std::collections::VecDeque::new();
+        for a in actions {
+            if let Some(ev) = self.act(a) {
+                queue.push_back(ev);
+            }
+        }
+        while let Some(ev) = queue.pop_front() {
+            self.feed(ev);
+        }
+    }
+
+    fn scale(&mut self, name: &str, replicas: u32) -> Response {
+        let Some(w) = self.cfg.workers.iter().position(|w| w.name == name) else {
+            return Response::err(format!("unknown worker {name:?}"));
+        };
+        if replicas == 0 || replicas > 1024 {
+            return Response::err(format!("replicas must be in 1..=1024, got {replicas}"));
+        }
+        let was = self.cfg.workers[w].replicas;
+        self.cfg.workers[w].replicas = replicas;
+        match self.life.set_replicas(Instant::now(), name, replicas) {
+            Ok(actions) => {
+                self.apply(actions);
+                self.push_event(
+                    String::new(),
+                    "scaled",
+                    format!("{name}: {was} -> {replicas}"),
+                );
+                Response::ok(serde_json::json!({"worker": name, "replicas": replicas, "was": was}))
+            }
+            Err(e) => {
+                self.cfg.workers[w].replicas = was;
+                Response::err(e.to_string())
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Response {
+        let new = match crate::config::load(&self.cfg.path) {
+            Ok(c) => c,
+            Err(e) => return Response::err(format!("reload refused, nothing changed: {e}")),
+        };
+        if new.kinds.keys().ne(self.cfg.kinds.keys()) || new.classes != self.cfg.classes {
+            return Response::err(
+                "reload refused, nothing changed: the set of task kinds or priority classes changed; \
+                 restart ampd for that",
+            );
+        }
+        let old = &self.cfg.workers;
+        let mut changes = crate::lifecycle::Changes {
+            drain: true,
+            ..Default::default()
+        };
+        let (mut added, mut removed, mut changed, mut scaled, mut unchanged) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for w in &new.workers {
+            match old.iter().find(|o| o.name == w.name) {
+                None => {
+                    changes.add.push(super::worker_spec(w));
+                    added.push(w.name.clone());
+                }
+                Some(o) if o == w => unchanged.push(w.name.clone()),
+                Some(o) => {
+                    let mut same = o.clone();
+                    same.replicas = w.replicas;
+                    if &same == w {
+                        changes.scale.push((w.name.clone(), w.replicas));
+                        scaled.push(w.name.clone());
+                    } else {
+                        changes.replace.push(super::worker_spec(w));
+                        changed.push(w.name.clone());
+                    }
+                }
+            }
+        }
+        for o in old {
+            if !new.workers.iter().any(|w| w.name == o.name)
+                && self.life.worker_spec(&o.name).is_some()
+            {
+                changes.remove.push(o.name.clone());
+                removed.push(o.name.clone());
+            }
+        }
+        // The new worker configs first (units added by this reload look them up), then the
+        // removed ones, kept so their draining units can still be served.
+        let mut workers = new.workers.clone();
+        for o in old {
+            if removed.contains(&o.name) {
+                workers.push(o.clone());
+            }
+        }
+        let previous = std::mem::replace(&mut self.cfg.workers, workers);
+        match self.life.apply_changes(Instant::now(), changes) {
+            Ok(actions) => {
+                for u in 0..self.units.len() {
+                    if let Some(id) = self.life.unit_id(u) {
+                        let wname = self.life.worker(id).name.clone();
+                        if let Some(i) = self.cfg.workers.iter().position(|w| w.name == wname) {
+                            self.units[u].worker = i;
+                        }
+                    }
+                }
+                for (i, (name, k)) in new.kinds.iter().enumerate() {
+                    if self.cfg.kinds.get(name) != Some(k) {
+                        let r = &mut self.plane.routers[i];
+                        r.set_policy(k.router);
+                        r.set_queue_limit(k.queue_limit);
+                        r.set_batch(k.batch);
+                    }
+                }
+                self.cfg.kinds = new.kinds.clone();
+                self.apply(actions);
+                let detail = format!(
+                    "added {added:?} removed {removed:?} changed {changed:?} scaled {scaled:?}"
+                );
+                self.push_event(String::new(), "reloaded", detail);
+                Response::ok(serde_json::json!({
+                    "added": added, "removed": removed, "changed": changed,
+                    "scaled": scaled, "unchanged": unchanged,
+                }))
+            }
+            Err(e) => {
+                self.cfg.workers = previous;
+                Response::err(format!("reload refused, nothing changed: {e}"))
+            }
+        }
     }
 
     fn command(&mut self, cmd: Command) -> Response {
@@ -157,10 +292,12 @@ impl Daemon {
 
     fn workers_view(&self, now: Instant) -> Vec<serde_json::Value> {
         let st = self.status();
-        st.workers
+        self.life
+            .status()
             .iter()
-            .enumerate()
-            .map(|(u, w)| {
+            .zip(&st.workers)
+            .map(|(ls, w)| {
+                let u = ls.id.index();
                 let in_flight = self.plane.delivery.in_flight_on(u);
                 let (ok, err) = self
                     .plane
@@ -168,7 +305,7 @@ impl Daemon {
                     .iter()
                     .filter(|((_, pu), _)| *pu == u)
                     .fold((0, 0), |(o, e), (_, s)| (o + s.ok, e + s.err));
-                let sample = self.units[u].proc.as_ref().and_then(|p| crate::sys::proc_sample(p.pid).ok());
+                let sample = self.obs.resources.get(u).and_then(|h| h.latest()).map(|pt| pt.sample);
                 serde_json::json!({
                     "name": w.name,
                     "state": w.state,
@@ -180,7 +317,7 @@ impl Daemon {
                     "completed_err": err,
                     "cpu_s": sample.as_ref().map(|s| s.cpu_time.as_secs_f64()),
                     "rss_bytes": sample.as_ref().map(|s| s.rss_bytes),
-                    "uptime_s": self.units[u].proc.as_ref().map(|_| now.saturating_duration_since(self.start).as_secs_f64()),
+                    "started_s_ago": ls.started_at.map(|t| now.saturating_duration_since(t).as_secs_f64()),
                 })
             })
             .collect()
