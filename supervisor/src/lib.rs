@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod lifecycle;
 pub mod metrics;
+pub mod pipeline;
 pub mod router;
 pub mod spec;
 pub mod sys;

@@ -30,7 +30,8 @@
 //!
 //! Inside: `raw` is the serde schema (unknown keys refused, spans kept), `validate` turns it
 //! into the typed `model` collecting every problem, `graph` finds cycles and a dependency order,
-//! `units` parses durations, sizes and signal names, `error` turns spans into diagnostics.
+//! `units` parses durations, sizes and signal names, `error` turns spans into diagnostics,
+//! `pipeline` holds the typed `[[route]]`, `[[trigger]]` and pipeline `[kinds.NAME]` keys.
 //!
 //! Workers keep their file order in [`Config::workers`]; [`Config::topo_order`] gives a
 //! dependency order. Relative paths in the file are resolved against the file's directory.
@@ -38,6 +39,7 @@
 mod error;
 mod graph;
 mod model;
+mod pipeline;
 mod raw;
 mod units;
 mod validate;
@@ -57,6 +59,11 @@ pub use model::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_SIZE,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RECORD, DEFAULT_QUEUE_LIMIT, DEFAULT_READY_TIMEOUT,
     DEFAULT_RING_CAPACITY, DEFAULT_SHM_PREFIX, DEFAULT_STOP_TIMEOUT,
+};
+pub use pipeline::{
+    CacheConfig, DiskCacheConfig, FailurePolicy, FanIn, KindFlow, PipelineConfig, RouteConfig,
+    RouteOn, TriggerConfig, TriggerSubmit, TriggerWhen, DEFAULT_CACHE_MAX_BYTES, DEFAULT_CACHE_TTL,
+    DEFAULT_DISK_CACHE_MAX_BYTES, DEFAULT_KIND_MAX_LOOPS,
 };
 pub use units::{parse_duration, parse_signal, parse_size};
 

@@ -54,6 +54,8 @@ pub struct Config {
     pub kinds: BTreeMap<String, KindConfig>,
     /// Priority classes, in file order (default: `interactive` weight 8, `batch` weight 1).
     pub classes: Vec<ClassConfig>,
+    /// Pipelines: the pipeline keys of every kind, `[[route]]` and `[[trigger]]`.
+    pub pipeline: super::pipeline::PipelineConfig,
 }
 
 /// Output format of ampd's own log.

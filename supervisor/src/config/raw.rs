@@ -2,6 +2,7 @@
 //! to point at are kept [`Spanned`].
 
 use super::model::{LogFormat, OnTimeout, RouterPolicy};
+use super::pipeline::FailurePolicy;
 use super::units::{Dur, SignalName, Size};
 use crate::spec::{
     DependencyCondition, Escalation, ReadinessProbe, RestartPolicy, Rlimits, StartupFailure,
@@ -23,6 +24,8 @@ pub(super) struct RawConfig {
     pub workers: Option<Spanned<Named<RawWorker>>>,
     pub kinds: Option<Named<RawKind>>,
     pub class: Option<Spanned<Vec<Spanned<RawClass>>>>,
+    pub route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    pub trigger: Option<Spanned<Vec<Spanned<RawTrigger>>>>,
 }
 
 /// `[supervisor]`.
@@ -156,6 +159,103 @@ pub(super) struct RawKind {
     pub on_timeout: Option<OnTimeout>,
     pub max_attempts: Option<Spanned<u32>>,
     pub batch: Option<Spanned<u32>>,
+    pub max_loops: Option<Spanned<u32>>,
+    pub refine_kind: Option<Spanned<String>>,
+    pub min_improvement: Option<Spanned<f64>>,
+    pub deterministic: Option<Spanned<bool>>,
+    pub cache: Option<Spanned<RawCache>>,
+    pub fan_in: Option<Spanned<RawFanIn>>,
+    pub child_failure: Option<FailurePolicy>,
+}
+
+/// `cache = { ... }` of a kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub max_bytes: Option<Spanned<Size>>,
+    pub ttl: Option<Spanned<Dur>>,
+    pub disk_dir: Option<Spanned<String>>,
+    pub disk_max_bytes: Option<Spanned<Size>>,
+}
+
+/// `fan_in = "all" | "any" | { at_least = N }`.
+#[derive(Debug)]
+pub(super) enum RawFanIn {
+    All,
+    Any,
+    AtLeast(u64),
+}
+
+impl<'de> Deserialize<'de> for RawFanIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawFanIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "\"all\", \"any\" or {{ at_least = N }}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawFanIn, E> {
+                match v {
+                    "all" => Ok(RawFanIn::All),
+                    "any" => Ok(RawFanIn::Any),
+                    _ => Err(E::unknown_variant(v, &["all", "any", "{ at_least = N }"])),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFanIn, A::Error> {
+                let mut n = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "at_least" {
+                        return Err(serde::de::Error::unknown_field(&key, &["at_least"]));
+                    }
+                    n = Some(map.next_value::<u64>()?);
+                }
+                n.map(RawFanIn::AtLeast)
+                    .ok_or_else(|| serde::de::Error::missing_field("at_least"))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+    pub on: Option<Spanned<String>>,
+    pub on_failure: Option<FailurePolicy>,
+}
+
+/// `[[trigger]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrigger {
+    pub name: Spanned<String>,
+    pub every: Option<Spanned<Dur>>,
+    pub cron: Option<Spanned<String>>,
+    pub on_complete: Option<Spanned<String>>,
+    pub on_failure: Option<Spanned<bool>>,
+    pub on_event: Option<Spanned<String>>,
+    pub on_file: Option<Spanned<RawOnFile>>,
+    pub submit: Spanned<RawSubmit>,
+}
+
+/// `on_file = { dir, pattern }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOnFile {
+    pub dir: Spanned<String>,
+    pub pattern: Option<Spanned<String>>,
+}
+
+/// `submit = { kind, payload, priority }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubmit {
+    pub kind: Spanned<String>,
+    pub payload: Option<Spanned<String>>,
+    pub priority: Option<Spanned<String>>,
 }
 
 /// `[[class]]`.

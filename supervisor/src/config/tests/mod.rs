@@ -2,6 +2,7 @@
 
 mod errors;
 mod model;
+mod pipeline;
 
 use super::{parse, Config, ConfigError};
 use std::path::Path;

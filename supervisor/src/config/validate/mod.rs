@@ -4,6 +4,7 @@
 mod deps;
 mod mode;
 mod parts;
+mod pipeline;
 mod routing;
 mod supervisor;
 mod worker;
@@ -31,8 +32,17 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
     };
     let supervisor = c.supervisor(raw.supervisor);
     let workers = c.workers(raw.workers, &supervisor);
-    let kinds = c.kinds(raw.kinds, &workers);
+    let (kinds, kind_tables) = c.kinds(raw.kinds, &workers);
     let classes = c.classes(raw.class);
+    let pipeline = c.pipeline(
+        pipeline::RawPipeline {
+            kinds: kind_tables,
+            routes: raw.route,
+            triggers: raw.trigger,
+        },
+        &kinds,
+        &classes,
+    );
     if c.errors.is_empty() {
         Ok(Config {
             path: origin.to_path_buf(),
@@ -40,6 +50,7 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
             workers,
             kinds,
             classes,
+            pipeline,
         })
     } else {
         c.errors.sort_by_key(|d| (d.line, d.column));

@@ -7,17 +7,25 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use toml::Spanned;
 
+/// The `[kinds.NAME]` tables of served kinds, in file order.
+pub(super) type KindTables = Vec<(Spanned<String>, RawKind)>;
+
 impl Checker<'_> {
+    /// The router settings of every served kind, and the `[kinds.NAME]` tables of served
+    /// kinds (in file order) for the pipeline keys, checked later by `pipeline`.
     pub(super) fn kinds(
         &mut self,
         raw: Option<BTreeMap<Spanned<String>, Spanned<RawKind>>>,
         workers: &[WorkerConfig],
-    ) -> BTreeMap<String, KindConfig> {
+    ) -> (BTreeMap<String, KindConfig>, KindTables) {
         let mut out: BTreeMap<String, KindConfig> = workers
             .iter()
             .flat_map(|w| w.kinds().iter().map(|k| (k.clone(), KindConfig::default())))
             .collect();
-        let Some(raw) = raw else { return out };
+        let mut tables = Vec::new();
+        let Some(raw) = raw else {
+            return (out, tables);
+        };
         let served: Vec<&str> = out.keys().map(String::as_str).collect();
         let served = if served.is_empty() {
             "none".to_owned()
@@ -67,7 +75,10 @@ impl Checker<'_> {
                 batch: u32::try_from(batch).unwrap_or(d.batch),
             };
             match out.get_mut(&n) {
-                Some(slot) => *slot = config,
+                Some(slot) => {
+                    *slot = config;
+                    tables.push((name, kind));
+                }
                 None => self.error(
                     name.span(),
                     format!("kinds.{n}"),
@@ -75,7 +86,7 @@ impl Checker<'_> {
                 ),
             }
         }
-        out
+        (out, tables)
     }
 
     pub(super) fn classes(
