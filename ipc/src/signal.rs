@@ -52,9 +52,8 @@ impl Doorbell {
         // SAFETY: the caller hands over ownership of `fd`; amp only ever passes eventfds here
         // (created by `Doorbell::new` on the other side). Were it another kind of fd, reads and
         // writes of 8 bytes would fail with an error, not cause undefined behaviour.
-        Ok(Self {
-            fd: unsafe { EventFd::from_owned_fd(fd) },
-        })
+        let fd = unsafe { EventFd::from_owned_fd(fd) };
+        Ok(Self { fd })
     }
 
     /// Rings: adds 1 to the counter. A saturated counter (`EAGAIN`) already means "wake up".
