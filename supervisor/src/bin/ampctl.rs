@@ -85,6 +85,20 @@ enum Cmd {
     Workers,
     /// Prometheus text exposition of every metric.
     Metrics,
+    /// Fire the triggers bound to an external event.
+    Emit {
+        /// Event name.
+        event: String,
+        /// Payload for the submitted tasks.
+        payload: Option<String>,
+    },
+    /// Result cache of deterministic kinds.
+    Cache {
+        #[command(subcommand)]
+        op: CacheOp,
+    },
+    /// Pipelines in progress, triggers and loop counters.
+    Pipelines,
     /// Set a worker's number of replicas.
     Scale {
         /// Worker name.
@@ -161,6 +175,14 @@ enum RouteOp {
 }
 
 #[derive(Debug, Subcommand)]
+enum CacheOp {
+    /// Hit/miss/evict counters.
+    Stats,
+    /// Empty every cache.
+    Clear,
+}
+
+#[derive(Debug, Subcommand)]
 enum DlqOp {
     /// List dead-lettered tasks.
     List,
@@ -225,6 +247,12 @@ fn main() -> ExitCode {
         Cmd::Events { follow } => serde_json::json!({"cmd": "events", "follow": follow}),
         Cmd::Workers => serde_json::json!({"cmd": "workers"}),
         Cmd::Metrics => serde_json::json!({"cmd": "metrics"}),
+        Cmd::Emit { event, payload } => {
+            serde_json::json!({"cmd": "emit", "event": event, "payload": payload})
+        }
+        Cmd::Cache { op: CacheOp::Stats } => serde_json::json!({"cmd": "cache_stats"}),
+        Cmd::Cache { op: CacheOp::Clear } => serde_json::json!({"cmd": "cache_clear"}),
+        Cmd::Pipelines => serde_json::json!({"cmd": "pipelines"}),
         Cmd::Scale { name, replicas } => {
             serde_json::json!({"cmd": "scale", "name": name, "replicas": replicas})
         }
@@ -422,7 +450,15 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
             (Cmd::Stats, Some(d)) => print!("{}", render::stats_table(d)),
             (Cmd::Metrics, Some(d)) => print!("{}", d["text"].as_str().unwrap_or("")),
             (Cmd::Workers, Some(d)) => print!("{}", render::workers_table(d)),
-            (Cmd::Route { .. } | Cmd::Dlq { .. } | Cmd::Queues | Cmd::Tasks, Some(d)) => {
+            (
+                Cmd::Route { .. }
+                | Cmd::Dlq { .. }
+                | Cmd::Queues
+                | Cmd::Tasks
+                | Cmd::Cache { .. }
+                | Cmd::Pipelines,
+                Some(d),
+            ) => {
                 println!("{}", serde_json::to_string_pretty(d).unwrap_or_default());
             }
             (Cmd::Submit { .. }, Some(d)) => {

@@ -82,6 +82,20 @@ pub enum Request {
     },
     /// Prometheus text exposition of every metric.
     Metrics,
+    /// Fires the triggers bound to an external event.
+    Emit {
+        /// Event name.
+        event: String,
+        /// Payload for the tasks the triggers submit (default: the trigger's own).
+        #[serde(default)]
+        payload: Option<String>,
+    },
+    /// Result-cache counters of deterministic kinds.
+    CacheStats,
+    /// Empties every result cache.
+    CacheClear,
+    /// Pipelines in progress, triggers and loop counters.
+    Pipelines,
     /// Sets a worker's number of replicas (new ones start; surplus ones are drained first).
     Scale {
         /// Worker name.

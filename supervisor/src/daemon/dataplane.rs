@@ -36,6 +36,18 @@ struct Flight {
     since: Instant,
 }
 
+/// What the loop remembers of a task until it is answered.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    since: Instant,
+    attempt: u32,
+    kind: u32,
+    class: usize,
+}
+
+/// `Submitter::client` of tasks fired by triggers (their answers go nowhere).
+pub const TRIGGER_CLIENT: u64 = u64::MAX - 1;
+
 /// An `ampctl submit --wait` waiting for its answer.
 #[derive(Debug, Clone, Copy)]
 struct Waiter {
@@ -75,8 +87,14 @@ pub struct Plane {
     pub paused: bool,
     /// Submissions refused per kind (queue full, paused, too large), for `status`.
     pub rejected: Vec<u64>,
-    /// Per task until it is answered: intake time and latest attempt (for result headers).
-    meta: HashMap<u64, (Instant, u32)>,
+    /// Per task until it is answered: intake time, latest attempt, kind and class.
+    meta: HashMap<u64, Meta>,
+    /// Routes, fan-out/fan-in, loop accounting.
+    pub pipeline: crate::pipeline::Pipeline,
+    /// Timer, completion and event triggers.
+    pub triggers: crate::pipeline::triggers::Triggers,
+    /// Coalescing and result cache per deterministic kind (by kind id).
+    pub caches: Vec<Option<crate::pipeline::cache::Cache<Submitter>>>,
     /// Latency and outcomes per (kind, unit).
     pub pair_stats: std::collections::BTreeMap<(u32, usize), super::requests::PairStats>,
 }
@@ -105,12 +123,28 @@ impl Plane {
                 Duration::from_secs(10),
             )?);
         }
+        let pipeline = crate::pipeline::Pipeline::new(cfg);
+        let options = DeliveryOptions {
+            max_loops: pipeline.max_loops_bound(),
+            ..DeliveryOptions::default()
+        };
         let delivery = Delivery::new(
             cfg.kinds.values().cloned().collect(),
             cfg.classes.len(),
-            DeliveryOptions::default(),
+            options,
             SmallRng::seed_from_u64(seed),
         )?;
+        let wall = std::time::SystemTime::now();
+        let mut caches = Vec::new();
+        for name in cfg.kinds.keys() {
+            caches.push(
+                match cfg.pipeline.kinds.get(name).and_then(|k| k.cache.as_ref()) {
+                    Some(c) => Some(crate::pipeline::cache::Cache::open(c, wall)?),
+                    None => None,
+                },
+            );
+        }
+        let triggers = crate::pipeline::triggers::Triggers::new(cfg, Instant::now(), wall);
         Ok(Self {
             routers,
             delivery,
@@ -131,6 +165,9 @@ impl Plane {
             paused: false,
             rejected: vec![0; cfg.kinds.len()],
             meta: HashMap::new(),
+            pipeline,
+            triggers,
+            caches,
             pair_stats: std::collections::BTreeMap::new(),
         })
     }
@@ -335,7 +372,14 @@ impl Daemon {
             if let Some(r) = this.plane.rejected.get_mut(kind as usize) {
                 *r += 1;
             }
-            this.answer(now, to, TaskId(0), FinalOutcome::Rejected { reason });
+            this.deliver(
+                now,
+                to,
+                TaskId(0),
+                kind,
+                class,
+                FinalOutcome::Rejected { reason },
+            );
             None
         };
         let Some(kname) = self.plane.kind_names.get(kind as usize).cloned() else {
@@ -355,13 +399,93 @@ impl Daemon {
                 return reject(self, format!("payload of {} bytes exceeds the {max} bytes kind {kname}'s workers accept (ring max_record)", payload.len()));
             }
         }
+        // Deterministic kinds: identical tasks run once (coalesced), known results are reused.
+        let mut exec_key = None;
+        if let Some(cache) = self.plane.caches[kind as usize].as_mut() {
+            let key = crate::pipeline::cache::CacheKey::new(&kname, &payload);
+            match cache.lookup(now, std::time::SystemTime::now(), &key, to) {
+                crate::pipeline::cache::Lookup::Hit(bytes) => {
+                    self.deliver(now, to, TaskId(0), kind, class, FinalOutcome::Ok(bytes));
+                    return None;
+                }
+                crate::pipeline::cache::Lookup::Joined => return None,
+                crate::pipeline::cache::Lookup::Execute(k) => exec_key = Some(k),
+            }
+        }
+        let id = self.submit_new(
+            now,
+            to,
+            kind,
+            class,
+            payload,
+            deadline,
+            idempotency_key,
+            parent,
+        );
+        if let Some(k) = exec_key {
+            match id {
+                Some(id) => {
+                    if let Some(c) = self.plane.caches[kind as usize].as_mut() {
+                        c.started(k, id);
+                    }
+                }
+                None => {
+                    let waiters = self.plane.caches[kind as usize]
+                        .as_mut()
+                        .map(|c| c.start_failed(&k))
+                        .unwrap_or_default();
+                    for w in waiters {
+                        let reason = "the coalesced run of this task was refused".to_owned();
+                        self.deliver(
+                            now,
+                            w,
+                            TaskId(0),
+                            kind,
+                            class,
+                            FinalOutcome::Rejected { reason },
+                        );
+                    }
+                }
+            }
+        }
+        id
+    }
+
+    /// Submits to the delivery core and the kind's queue.
+    #[allow(clippy::too_many_arguments, reason = "the fields of one submission")]
+    fn submit_new(
+        &mut self,
+        now: Instant,
+        to: Submitter,
+        kind: u32,
+        class: usize,
+        payload: Vec<u8>,
+        deadline: Option<Instant>,
+        idempotency_key: Option<String>,
+        parent: Option<TaskId>,
+    ) -> Option<TaskId> {
+        let kname = self.plane.kind_names[kind as usize].clone();
+        let reject = |this: &mut Self, reason: String| {
+            if let Some(r) = this.plane.rejected.get_mut(kind as usize) {
+                *r += 1;
+            }
+            this.deliver(
+                now,
+                to,
+                TaskId(0),
+                kind,
+                class,
+                FinalOutcome::Rejected { reason },
+            );
+            None
+        };
         let mut t = NewTask::new(kind, class, payload, to);
         t.deadline = deadline;
         t.idempotency_key = idempotency_key;
         t.parent = parent;
         match self.plane.delivery.submit(now, t) {
             Ok(Submitted::Queued(id)) => {
-                self.plane.meta.insert(id.0, (now, 0));
+                self.plane.meta.insert(id.0, Meta { since: now, attempt: 0, kind, class });
                 if let Err(full) = self.plane.routers[kind as usize].submit(id.0, ClassId::new(class)) {
                     // Take it back out of the delivery core as if never submitted (this also
                     // frees its idempotency key), and refuse it.
@@ -407,9 +531,22 @@ impl Daemon {
             (got, why)
         };
         let moved = !batch.is_empty();
-        for (h, outcome) in batch {
+        for (h, mut outcome) in batch {
             if let Some(f) = self.plane.flights.remove(&h.id) {
                 if f.unit == u {
+                    if let Outcome::Loopback { payload, reason } = outcome {
+                        outcome = match self.plane.pipeline.loopback(
+                            TaskId(h.id),
+                            f.kind,
+                            h.score,
+                            &reason,
+                        ) {
+                            crate::pipeline::LoopVerdict::Requeue => {
+                                Outcome::Loopback { payload, reason }
+                            }
+                            crate::pipeline::LoopVerdict::Complete => Outcome::Ok(payload),
+                        };
+                    }
                     let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Loopback { .. });
                     let latency = now.saturating_duration_since(f.since);
                     let _ = self.plane.routers[f.kind as usize].completed(u, latency, ok, now);
@@ -522,7 +659,7 @@ impl Daemon {
         };
         if written {
             if let Some(m) = self.plane.meta.get_mut(&id.0) {
-                m.1 = attempt;
+                m.attempt = attempt;
             }
             self.plane.flights.insert(
                 id.0,
@@ -572,6 +709,8 @@ impl Daemon {
                     class,
                     front,
                 } => {
+                    let mut flow = Vec::new();
+                    self.plane.pipeline.task_restarted(id, &mut flow);
                     let r = &mut self.plane.routers[kind as usize];
                     // Accepted once, never refused later: both ignore the queue limit.
                     if front {
@@ -579,8 +718,13 @@ impl Daemon {
                     } else {
                         r.requeue_back(id.0, ClassId::new(class));
                     }
+                    self.run_flow(now, flow);
                 }
-                DeliveryAction::Deliver { to, id, outcome } => self.answer(now, to, id, outcome),
+                DeliveryAction::Deliver { to, id, outcome } => {
+                    let m = self.plane.meta.get(&id.0).copied();
+                    let (kind, class) = m.map_or((0, 0), |m| (m.kind, m.class));
+                    self.deliver(now, to, id, kind, class, outcome);
+                }
                 DeliveryAction::KillWorker { unit, id } => {
                     tracing::warn!(unit = %self.units[unit].name, task = id.0, "task ran past its kind's timeout: killing the worker");
                     if let Some(p) = &self.units[unit].proc {
@@ -588,6 +732,9 @@ impl Daemon {
                     }
                 }
                 DeliveryAction::ScheduleRetry { id, attempt, at } => {
+                    let mut flow = Vec::new();
+                    self.plane.pipeline.task_restarted(id, &mut flow);
+                    self.run_flow(now, flow);
                     tracing::debug!(
                         task = id.0,
                         attempt,
@@ -617,11 +764,142 @@ impl Daemon {
         }
     }
 
+    /// A final outcome of task `id` for `to`, through the cache (coalesced waiters), the
+    /// completion triggers and the pipeline (routes, fan-in, loops); what comes out is answered.
+    pub(super) fn deliver(
+        &mut self,
+        now: Instant,
+        to: Submitter,
+        id: TaskId,
+        kind: u32,
+        class: usize,
+        outcome: FinalOutcome,
+    ) {
+        let waiters = match self
+            .plane
+            .caches
+            .get_mut(kind as usize)
+            .and_then(Option::as_mut)
+        {
+            Some(c) if id.0 != 0 => c.finished(now, std::time::SystemTime::now(), id, &outcome),
+            _ => Vec::new(),
+        };
+        if id.0 != 0 && self.plane.triggers.watches(kind) {
+            let (ok, body) = match &outcome {
+                FinalOutcome::Ok(b) => (true, b.clone()),
+                FinalOutcome::Failed { message } => (false, message.clone().into_bytes()),
+                other => (false, format!("{other:?}").into_bytes()),
+            };
+            let fires = self.plane.triggers.completed(kind, ok, &body);
+            self.submit_fires(now, fires);
+        }
+        for w in waiters {
+            let mut flow = Vec::new();
+            self.plane
+                .pipeline
+                .delivered(w, id, kind, class, outcome.clone(), &mut flow);
+            self.run_flow(now, flow);
+        }
+        let mut flow = Vec::new();
+        self.plane
+            .pipeline
+            .delivered(to, id, kind, class, outcome, &mut flow);
+        self.run_flow(now, flow);
+    }
+
+    /// Carries out what the pipeline asks for.
+    fn run_flow(&mut self, now: Instant, flow: Vec<crate::pipeline::FlowAction>) {
+        use crate::pipeline::FlowAction;
+        for a in flow {
+            match a {
+                FlowAction::Answer {
+                    to,
+                    id,
+                    outcome,
+                    path,
+                } => {
+                    if let Some(p) = &path {
+                        tracing::debug!(task = id.0, path = %crate::pipeline::routes::format_path(p), "chain finished");
+                    }
+                    self.answer(now, to, id, outcome);
+                }
+                FlowAction::Submit {
+                    to,
+                    kind,
+                    class,
+                    payload,
+                    parent,
+                } => {
+                    if let Some(id) = self.intake(now, to, kind, class, payload, None, None, parent)
+                    {
+                        self.plane.pipeline.bind(to, id);
+                    }
+                }
+                FlowAction::Cancel { id } => {
+                    let actions = self
+                        .plane
+                        .delivery
+                        .cancel(id, "no longer needed by its pipeline");
+                    self.carry_out(now, actions);
+                }
+            }
+        }
+    }
+
+    /// Submits what triggers fired.
+    pub(super) fn submit_fires(
+        &mut self,
+        now: Instant,
+        fires: Vec<crate::pipeline::triggers::TriggerFire>,
+    ) {
+        for f in fires {
+            let name = self
+                .plane
+                .triggers
+                .infos()
+                .get(f.trigger)
+                .map(|i| i.name.clone())
+                .unwrap_or_default();
+            self.push_event(
+                String::new(),
+                "trigger_fired",
+                format!(
+                    "{name} -> {}",
+                    self.plane
+                        .kind_names
+                        .get(f.kind as usize)
+                        .cloned()
+                        .unwrap_or_default()
+                ),
+            );
+            let to = Submitter {
+                client: TRIGGER_CLIENT,
+                tag: f.trigger as u64,
+            };
+            self.intake(now, to, f.kind, f.class, f.payload, None, None, None);
+        }
+    }
+
+    /// Fires due timer triggers; returns the next wakeup.
+    pub(super) fn trigger_timers(&mut self, now: Instant) -> Option<Instant> {
+        let wall = std::time::SystemTime::now();
+        if self
+            .plane
+            .triggers
+            .next_wakeup(now, wall)
+            .is_some_and(|t| t <= now)
+        {
+            let fires = self.plane.triggers.due(now, wall);
+            self.submit_fires(now, fires);
+        }
+        self.plane.triggers.next_wakeup(now, wall)
+    }
+
     /// Sends a final outcome to its submitter.
     fn answer(&mut self, now: Instant, to: Submitter, id: TaskId, outcome: FinalOutcome) {
         let (status, body) = status_and_body(&outcome);
         if to.client == CONTROL_CLIENT {
-            let attempts = self.plane.meta.remove(&id.0).map_or(0, |m| m.1);
+            let attempts = self.plane.meta.remove(&id.0).map_or(0, |m| m.attempt);
             let Some(w) = self.plane.waiters.remove(&to.tag) else {
                 return;
             };
@@ -640,7 +918,11 @@ impl Daemon {
         let Some(c) = self.plane.clients.slab.get_mut(key) else {
             return;
         };
-        let (since, attempts) = self.plane.meta.remove(&id.0).unwrap_or((now, 0));
+        let (since, attempts) = self
+            .plane
+            .meta
+            .remove(&id.0)
+            .map_or((now, 0), |m| (m.since, m.attempt));
         let latency =
             u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
         let h = ResultHeader {

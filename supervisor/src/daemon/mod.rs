@@ -276,6 +276,13 @@ impl Daemon {
             if let Some(d) = self.plane.delivery.next_deadline() {
                 deadline = deadline.min(d);
             }
+            if let Some(d) = self
+                .plane
+                .triggers
+                .next_wakeup(now, std::time::SystemTime::now())
+            {
+                deadline = deadline.min(d);
+            }
             for u in &self.units {
                 if let Some(p) = &u.proc {
                     if !p.ready && p.ipc.is_none() && p.probe.is_none() {
@@ -699,6 +706,7 @@ impl Daemon {
         }
         self.check_drained();
         self.metrics_timers(now);
+        self.trigger_timers(now);
     }
 
     fn probe(&mut self, u: usize, now: Instant) {

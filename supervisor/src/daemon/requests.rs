@@ -133,6 +133,58 @@ impl Daemon {
                 "text": crate::metrics::render(&self.metrics_snapshot(now)),
             })),
             Request::Scale { name, replicas } => self.scale(&name, replicas),
+            Request::Emit { event, payload } => {
+                let fires = self
+                    .plane
+                    .triggers
+                    .event(&event, payload.as_deref().map(str::as_bytes));
+                if fires.is_empty() {
+                    Response::err(format!("no trigger listens to event {event:?}"))
+                } else {
+                    let n = fires.len();
+                    self.submit_fires(now, fires);
+                    self.pump();
+                    Response::ok(serde_json::json!({"event": event, "fired": n}))
+                }
+            }
+            Request::CacheStats => {
+                let mut out = serde_json::Map::new();
+                for (k, c) in self.plane.kind_names.iter().zip(&self.plane.caches) {
+                    if let Some(c) = c {
+                        out.insert(k.clone(), serde_json::json!(format!("{:?}", c.stats())));
+                    }
+                }
+                Response::ok(serde_json::Value::Object(out))
+            }
+            Request::CacheClear => {
+                let mut n = 0;
+                for c in self.plane.caches.iter_mut().flatten() {
+                    c.clear();
+                    n += 1;
+                }
+                Response::ok(serde_json::json!({"cleared": n}))
+            }
+            Request::Pipelines => {
+                let chains: Vec<serde_json::Value> = self
+                    .plane
+                    .pipeline
+                    .chains()
+                    .iter()
+                    .map(|c| serde_json::json!({"root": c.root.0, "path": crate::pipeline::routes::format_path(&c.path)}))
+                    .collect();
+                let triggers: Vec<serde_json::Value> = self
+                    .plane
+                    .triggers
+                    .infos()
+                    .iter()
+                    .map(|t| serde_json::json!({"name": t.name, "when": t.when, "fired": t.fired}))
+                    .collect();
+                Response::ok(serde_json::json!({
+                    "chains": chains,
+                    "triggers": triggers,
+                    "stats": format!("{:?}", self.plane.pipeline.stats()),
+                }))
+            }
             Request::Reload => self.reload(),
             Request::Queues => Response::ok(serde_json::json!({"queues": self.status().queues})),
             Request::Tasks => Response::ok(self.tasks_view(now)),

@@ -7,7 +7,8 @@
 //! ready, never answer and ignore Shutdown).
 //!
 //! Payload commands (task level): `ok` → Ok(payload); `fail` → non-retryable error; `retry` →
-//! retryable error; `crash` → exit 3; `abort` → SIGABRT; `hang` → never answer; `sleep:MS`.
+//! retryable error; `crash` → exit 3; `abort` → SIGABRT; `hang` → never answer; `sleep:MS`; `loop` → a
+//! loopback with the same payload (for loop-limit tests).
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -90,6 +91,10 @@ fn main() -> ExitCode {
             },
             "crash" => std::process::exit(3),
             "abort" => std::process::abort(),
+            "loop" => Outcome::Loopback {
+                payload: t.payload.to_vec(),
+                reason: "asked to loop".into(),
+            },
             "hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
