@@ -11,8 +11,21 @@ pub const CONTROL_VERSION: u32 = 1;
 
 /// Commands that take no arguments.
 const UNIT_COMMANDS: &[&str] = &[
-    "status", "shutdown", "attach", "dlq_list", "pause", "resume", "workers", "queues", "tasks",
+    "status",
+    "shutdown",
+    "attach",
+    "dlq_list",
+    "pause",
+    "resume",
+    "workers",
+    "queues",
+    "tasks",
     "stats",
+    "metrics",
+    "reload",
+    "cache_stats",
+    "cache_clear",
+    "pipelines",
 ];
 
 /// Longest request line accepted (bytes, without the newline).

@@ -33,8 +33,10 @@ struct Conn {
     stream: UnixStream,
     inbuf: Vec<u8>,
     out: VecDeque<u8>,
-    /// Close once `out` is flushed.
+    /// Close once `out` is flushed and every request read has been answered.
     closing: bool,
+    /// Requests handed to the daemon and not answered yet.
+    unanswered: usize,
     uid: u32,
 }
 
@@ -67,12 +69,21 @@ impl ControlServer {
     /// # Errors
     /// When another ampd listens there, or on any I/O error.
     pub fn bind(path: &Path, registry: &Registry, access: Access) -> io::Result<Self> {
+        // Owner only, or owner and the control group when one is configured.
+        let (dir_mode, sock_mode) = if access.group.is_some() {
+            (0o750, 0o660)
+        } else {
+            (0o700, 0o600)
+        };
         if let Some(dir) = path.parent() {
             if !dir.exists() {
                 std::fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(0o700)
+                    .mode(dir_mode)
                     .create(dir)?;
+                if let Some(g) = access.group {
+                    std::os::unix::fs::chown(dir, None, Some(g))?;
+                }
             }
         }
         if path.exists() {
@@ -87,11 +98,15 @@ impl ControlServer {
             }
             std::fs::remove_file(path)?;
         }
-        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let old =
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o777 & !sock_mode));
         let bound = UnixListener::bind(path);
         nix::sys::stat::umask(old);
         let mut listener = bound?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(g) = access.group {
+            std::os::unix::fs::chown(path, None, Some(g))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(sock_mode))?;
         registry.register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Self {
             listener,
@@ -166,6 +181,7 @@ impl ControlServer {
                             inbuf: Vec::new(),
                             out: VecDeque::new(),
                             closing: false,
+                            unanswered: 0,
                             uid,
                         });
                     }
@@ -227,10 +243,12 @@ impl ControlServer {
             }
         }
         if eof {
-            // A half-written line at EOF is dropped: the client went away mid-request.
+            // A half-written line at EOF is dropped: the client went away mid-request. Complete
+            // lines read before it are still answered (a client may half-close after sending).
             c.closing = true;
             c.inbuf.clear();
         }
+        c.unanswered += out.len();
         self.flush(id, registry);
         out
     }
@@ -240,6 +258,7 @@ impl ControlServer {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
+        c.unanswered = c.unanswered.saturating_sub(1);
         let mut line = serde_json::to_vec(resp)
             .unwrap_or_else(|e| format!("{{\"v\":1,\"ok\":false,\"error\":\"{e}\"}}").into_bytes());
         line.push(b'\n');
@@ -273,6 +292,7 @@ impl ControlServer {
             .conns
             .get_mut(id)
             .ok_or_else(|| io::Error::other("connection gone"))?;
+        c.unanswered = c.unanswered.saturating_sub(1);
         if !c.out.is_empty() {
             return Err(io::Error::other(
                 "responses are queued on this connection; attach on a fresh one",
@@ -334,7 +354,7 @@ impl ControlServer {
             }
         }
         let c = &mut self.conns[id];
-        if c.out.is_empty() && c.closing {
+        if c.out.is_empty() && c.closing && c.unanswered == 0 {
             self.close(id, registry);
             return;
         }

@@ -126,6 +126,13 @@ impl Daemon {
     /// # Errors
     /// When the socket cannot be bound or the lifecycle core refuses the config.
     pub fn new(cfg: Config) -> anyhow::Result<Self> {
+        let notify = match sys::notify::Notifier::from_env() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("NOTIFY_SOCKET is set but unusable: {e}");
+                None
+            }
+        };
         let poll = Poll::new()?;
         if let Err(e) = sys::set_child_subreaper() {
             tracing::warn!("cannot become a child subreaper ({e}); orphaned grandchildren will not be reaped by ampd");
@@ -249,13 +256,7 @@ impl Daemon {
             followers: requests::Followers::default(),
             draining: std::collections::BTreeSet::new(),
             obs,
-            notify: match sys::notify::Notifier::from_env() {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!("NOTIFY_SOCKET is set but unusable: {e}");
-                    None
-                }
-            },
+            notify,
         })
     }
 

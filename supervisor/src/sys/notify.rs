@@ -21,6 +21,9 @@ impl Notifier {
         let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
             return Ok(None);
         };
+        // The notify socket is ampd's, not its workers': they must not inherit it. Called from
+        // `Daemon::new` before ampd starts any other thread.
+        std::env::remove_var("NOTIFY_SOCKET");
         let path = path.to_string_lossy().into_owned();
         let addr = if let Some(name) = path.strip_prefix('@') {
             use std::os::linux::net::SocketAddrExt;
