@@ -32,4 +32,4 @@ pub use client::Client;
 pub use codec::{Bincode, Codec, CodecError};
 pub use wire::Outcome;
 #[cfg(not(loom))]
-pub use worker::{Task, TaskRef, Worker, WorkerError};
+pub use worker::{Emitter, Task, TaskRef, Worker, WorkerError};

@@ -129,6 +129,32 @@ impl TaskRef<'_> {
     }
 }
 
+/// Collects the subtasks a handler emits (fan-out); the runtime sends them before the task's
+/// completion, and ampd answers the parent once its children are done (its kind's `fan_in`).
+#[derive(Debug, Default)]
+pub struct Emitter {
+    subtasks: Vec<(String, Vec<u8>)>,
+}
+
+impl Emitter {
+    /// Emits a subtask of kind `kind` with `payload`.
+    pub fn subtask(&mut self, kind: &str, payload: impl Into<Vec<u8>>) {
+        self.subtasks.push((kind.to_owned(), payload.into()));
+    }
+
+    /// Subtasks emitted so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.subtasks.len()
+    }
+
+    /// Whether none was emitted.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.subtasks.is_empty()
+    }
+}
+
 /// Encodes a typed result as an `Ok` outcome (bincode).
 ///
 /// # Errors
@@ -494,10 +520,25 @@ impl Worker {
     ///
     /// # Errors
     /// Ring, wire or wait errors; the handler's own failures are outcomes, not errors.
-    pub fn run<F>(mut self, mut handler: F) -> Result<(), WorkerError>
+    pub fn run<F>(self, mut handler: F) -> Result<(), WorkerError>
     where
         F: FnMut(&TaskRef<'_>) -> Outcome,
     {
+        self.run_with(move |t, _| handler(t))
+    }
+
+    /// As [`run`](Self::run), with an [`Emitter`] through which the handler emits subtasks
+    /// (fan-out): they are sent before the task's completion, and ampd answers the task's
+    /// submitter once the children are done, per the kind's `fan_in` rule.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run); a subtask of a kind ampd does not serve ends the run with
+    /// [`WorkerError::Rejected`].
+    pub fn run_with<F>(mut self, mut handler: F) -> Result<(), WorkerError>
+    where
+        F: FnMut(&TaskRef<'_>, &mut Emitter) -> Outcome,
+    {
+        let mut emitter = Emitter::default();
         loop {
             let done = {
                 let Some(rec) = self.end.tasks.read()? else {
@@ -522,12 +563,50 @@ impl Worker {
                     payload,
                 };
                 let start = Instant::now();
-                let outcome = handler(&t);
+                let outcome = handler(&t, &mut emitter);
                 let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                (h.id, h.attempt, outcome, busy)
+                (h, outcome, busy)
             };
-            let (id, attempt, outcome, busy) = done;
-            self.complete_raw(id, attempt, &outcome, busy, f64::NAN)?;
+            let (h, outcome, busy) = done;
+            for (kind, payload) in std::mem::take(&mut emitter.subtasks) {
+                self.send_subtask(&h, &kind, &payload)?;
+            }
+            self.complete_raw(h.id, h.attempt, &outcome, busy, f64::NAN)?;
+        }
+    }
+
+    /// Writes one subtask record (header: the parent's id and attempt, the child's kind).
+    fn send_subtask(
+        &mut self,
+        parent: &TaskHeader,
+        kind: &str,
+        payload: &[u8],
+    ) -> Result<(), WorkerError> {
+        let Some(kid) = self.kinds.iter().find(|(_, n)| n == kind).map(|(k, _)| *k) else {
+            return Err(WorkerError::Rejected(format!(
+                "subtask kind {kind:?} is not served by this ampd"
+            )));
+        };
+        let h = TaskHeader {
+            kind: kid,
+            ..*parent
+        };
+        let len = crate::wire::TASK_HEADER_SIZE + payload.len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.end.completions.reserve(len, crate::wire::TAG_SUBTASK) {
+                Ok(mut r) => {
+                    h.write(&mut r);
+                    r[crate::wire::TASK_HEADER_SIZE..].copy_from_slice(payload);
+                    r.commit();
+                    return Ok(());
+                }
+                Err(RingError::Full { .. }) if Instant::now() < deadline => {
+                    self.end.completions.flush()?;
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 }

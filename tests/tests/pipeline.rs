@@ -195,3 +195,39 @@ cache = { max_bytes = "1MiB", ttl = "10m" }
     drop(c);
     let _ = d.shutdown(T);
 }
+
+#[test]
+fn fan_out_subtasks_and_fan_in_combined_result() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.mapper]
+command = "amp-flaky"
+kinds = ["map"]
+[workers.pieces]
+command = "amp-echo"
+kinds = ["piece"]
+replicas = 2
+[kinds.map]
+fan_in = "all"
+"#,
+    );
+    d.wait_ready(&["mapper", "pieces#0", "pieces#1"], T);
+    let mut c = Client::connect(&d.socket).unwrap();
+    let t = c.submit("map", b"fanout:5:piece").unwrap();
+    let r = c.wait_for(t, T).unwrap();
+    assert_eq!(r.status, ResultStatus::Ok, "{}", r.text());
+    let combined = amp_supervisor::pipeline::fanout::decode_combined(&r.body).unwrap();
+    assert_eq!(combined.own, b"parent");
+    assert_eq!(combined.children.len(), 5);
+    for (i, child) in combined.children.iter().enumerate() {
+        let want =
+            amp_supervisor::pipeline::fanout::ChildResult::Ok(format!("piece-{i}").into_bytes());
+        assert_eq!(child, &want, "child {i}");
+    }
+    let s = d.status();
+    let q = s.queues.iter().find(|q| q.kind == "piece").unwrap();
+    assert_eq!(q.dispatched, 5, "{q:?}");
+    drop(c);
+    let _ = d.shutdown(T);
+}

@@ -210,14 +210,14 @@ impl Plane {
 /// record that is malformed, carries another tag, or a corrupt ring, and says why.
 fn drain_ring<T>(
     rx: &mut amp_ipc::signal::Receiver,
-    tag: u16,
+    tags: &[u16],
     ring: &str,
-    decode: impl Fn(&[u8]) -> Result<T, amp_ipc::wire::WireError>,
+    decode: impl Fn(u16, &[u8]) -> Result<T, amp_ipc::wire::WireError>,
 ) -> (Vec<T>, Option<String>) {
     let mut out = Vec::new();
     for _ in 0..READ_BUDGET {
         match rx.read() {
-            Ok(Some(rec)) if rec.tag() == tag => match decode(rec.data()) {
+            Ok(Some(rec)) if tags.contains(&rec.tag()) => match decode(rec.tag(), rec.data()) {
                 Ok(x) => out.push(x),
                 Err(e) => return (out, Some(e.to_string())),
             },
@@ -235,6 +235,14 @@ fn drain_ring<T>(
         }
     }
     (out, None)
+}
+
+/// A record on a worker's completions ring.
+enum FromRing {
+    /// A task finished.
+    Done(CompletionHeader, Outcome),
+    /// A running task emitted a subtask (header: parent id/attempt, child kind).
+    Sub(TaskHeader, Vec<u8>),
 }
 
 fn status_and_body(o: &FinalOutcome) -> (ResultStatus, Vec<u8>) {
@@ -316,8 +324,11 @@ impl Daemon {
                     // it does (backpressure), so nothing is dropped.
                     continue;
                 }
-                let (got, why) =
-                    drain_ring(&mut c.end.completions, TAG_SUBMIT, "submission", |d| {
+                let (got, why) = drain_ring(
+                    &mut c.end.completions,
+                    &[TAG_SUBMIT],
+                    "submission",
+                    |_, d| {
                         SubmitHeader::read(d).map(|(h, key, payload)| {
                             (
                                 h,
@@ -325,7 +336,8 @@ impl Daemon {
                                 payload.to_vec(),
                             )
                         })
-                    });
+                    },
+                );
                 // Hand the space back now: a producer waiting for room must never wait on us.
                 c.end.completions.release();
                 (got, why)
@@ -520,18 +532,29 @@ impl Daemon {
             };
             let (got, why) = drain_ring(
                 &mut ipc.end.completions,
-                TAG_COMPLETION,
+                &[TAG_COMPLETION, amp_ipc::wire::TAG_SUBTASK],
                 "completions",
-                |d| {
-                    CompletionHeader::read(d)
-                        .and_then(|(h, body)| Ok((h, Outcome::decode(h.status, body)?)))
+                |tag, d| {
+                    if tag == amp_ipc::wire::TAG_SUBTASK {
+                        return TaskHeader::read(d).map(|(h, p)| FromRing::Sub(h, p.to_vec()));
+                    }
+                    CompletionHeader::read(d).and_then(|(h, body)| {
+                        Ok(FromRing::Done(h, Outcome::decode(h.status, body)?))
+                    })
                 },
             );
             ipc.end.completions.release();
             (got, why)
         };
         let moved = !batch.is_empty();
-        for (h, mut outcome) in batch {
+        for rec in batch {
+            let (h, mut outcome) = match rec {
+                FromRing::Done(h, o) => (h, o),
+                FromRing::Sub(h, payload) => {
+                    self.worker_subtask(now, u, &h, payload);
+                    continue;
+                }
+            };
             if let Some(f) = self.plane.flights.remove(&h.id) {
                 if f.unit == u {
                     if let Outcome::Loopback { payload, reason } = outcome {
@@ -893,6 +916,47 @@ impl Daemon {
             self.submit_fires(now, fires);
         }
         self.plane.triggers.next_wakeup(now, wall)
+    }
+
+    /// A worker running task `h.id` emitted a subtask of kind `h.kind`: it is submitted as a
+    /// child of that task (the parent's answer waits for its children, per `fan_in`).
+    fn worker_subtask(&mut self, now: Instant, u: usize, h: &TaskHeader, payload: Vec<u8>) {
+        let current = self
+            .plane
+            .flights
+            .get(&h.id)
+            .filter(|f| f.unit == u)
+            .map(|f| f.kind);
+        let Some(parent_kind) = current else {
+            tracing::debug!(unit = %self.units[u].name, task = h.id, "subtask of a task no longer in flight here dropped");
+            return;
+        };
+        let class = self.plane.meta.get(&h.id).map_or(0, |m| m.class);
+        if self.plane.kind_names.get(h.kind as usize).is_none() {
+            tracing::warn!(unit = %self.units[u].name, kind = h.kind, "subtask of an unknown kind id dropped");
+            return;
+        }
+        match self
+            .plane
+            .pipeline
+            .subtask(TaskId(h.id), parent_kind, h.kind, class)
+        {
+            Ok(to) => {
+                if let Some(id) = self.intake(
+                    now,
+                    to,
+                    h.kind,
+                    class,
+                    payload,
+                    None,
+                    None,
+                    Some(TaskId(h.id)),
+                ) {
+                    self.plane.pipeline.bind(to, id);
+                }
+            }
+            Err(e) => tracing::warn!(task = h.id, "subtask refused: {e}"),
+        }
     }
 
     /// Sends a final outcome to its submitter.

@@ -481,10 +481,11 @@ impl Daemon {
             heartbeat_interval_ms: u64::try_from(ic.heartbeat_interval.as_millis()).unwrap_or(100),
             ..WorkerParams::default()
         };
-        let kinds = ic
-            .kinds
+        // Every kind (not only the ones it serves): a worker may emit subtasks of any kind.
+        let kinds = self
+            .kind_ids
             .iter()
-            .filter_map(|k| self.kind_ids.get(k).map(|&id| (id, k.clone())))
+            .map(|(k, &id)| (id, k.clone()))
             .collect();
         let welcome = ToWorker::Welcome {
             segment: ipc.seg.name().to_owned(),

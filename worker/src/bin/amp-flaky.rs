@@ -8,7 +8,8 @@
 //!
 //! Payload commands (task level): `ok` → Ok(payload); `fail` → non-retryable error; `retry` →
 //! retryable error; `crash` → exit 3; `abort` → SIGABRT; `hang` → never answer; `sleep:MS`; `loop` → a
-//! loopback with the same payload (for loop-limit tests).
+//! loopback with the same payload (for loop-limit tests); `fanout:N:KIND` → emits N subtasks
+//! `piece-i` of KIND and answers `parent`.
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
     }
     let crash_after = arg::<u64>(&args, "--crash-after");
     let mut done = 0u64;
-    let r = w.run(move |t| {
+    let r = w.run_with(move |t, emit| {
         done += 1;
         if crash_after.is_some_and(|n| done > n) {
             eprintln!("amp-flaky: crashing after {} tasks as asked", done - 1);
@@ -98,6 +99,16 @@ fn main() -> ExitCode {
             "hang" => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
+            c if c.starts_with("fanout:") => {
+                // fanout:N:KIND emits N subtasks "piece-i" of KIND.
+                let mut parts = c[7..].splitn(2, ':');
+                let n: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let kind = parts.next().unwrap_or("");
+                for i in 0..n {
+                    emit.subtask(kind, format!("piece-{i}").into_bytes());
+                }
+                Outcome::Ok(b"parent".to_vec())
+            }
             c if c.starts_with("sleep:") => {
                 let ms: u64 = c[6..].parse().unwrap_or(0);
                 std::thread::sleep(Duration::from_millis(ms));
