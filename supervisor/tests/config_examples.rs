@@ -56,7 +56,7 @@ fn config_demo_graph() {
     );
     assert_eq!(
         c.kinds.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["echo", "flaky", "hash", "sleep"]
+        ["echo", "fingerprint", "flaky", "hash", "sleep", "validate"]
     );
 }
 
