@@ -4,6 +4,7 @@
 //! `unsafe` is confined to [`sys`], where a syscall needs it.
 #![deny(unsafe_code)]
 
+pub mod adapt;
 pub mod config;
 pub mod control;
 pub mod daemon;

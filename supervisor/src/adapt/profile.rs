@@ -1,0 +1,278 @@
+//! Profiles: latency distributions over sliding windows (a ring of per-slot HdrHistograms,
+//! merged on demand: percentiles are never averaged), throughput, error rate, and resource
+//! samples.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Largest latency recorded (longer ones are recorded as this): one hour, in µs.
+const MAX_US: u64 = 3_600_000_000;
+
+/// Significant digits kept by every histogram (1 % resolution).
+const SIGFIG: u8 = 2;
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new(SIGFIG).expect("2 significant digits is a valid precision")
+}
+
+/// A latency in µs as recorded (at least 1, at most [`MAX_US`]).
+fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(MAX_US)
+        .clamp(1, MAX_US)
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    /// Slot number since the ring's epoch.
+    index: u64,
+    hist: Histogram<u64>,
+    errors: u64,
+}
+
+/// Latencies and outcomes over the last `slots` time slots of `slot` each. Recording touches
+/// only the newest slot; a window is merged from the slots on demand.
+#[derive(Debug, Clone)]
+pub struct WindowedHistogram {
+    slot: Duration,
+    capacity: usize,
+    epoch: Instant,
+    slots: VecDeque<Slot>,
+    /// Histograms of slots that went out of the window, kept for reuse.
+    spare: Vec<Histogram<u64>>,
+}
+
+impl WindowedHistogram {
+    /// A window of `slots` (at least 1) slots of `slot` (not zero), starting at `epoch`.
+    #[must_use]
+    pub fn new(slot: Duration, slots: usize, epoch: Instant) -> Self {
+        Self {
+            slot: slot.max(Duration::from_nanos(1)),
+            capacity: slots.max(1),
+            epoch,
+            slots: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    fn index(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(elapsed / self.slot.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Drops slots that left the window at `now`.
+    fn expire(&mut self, now: u64) {
+        while let Some(front) = self.slots.front() {
+            if front.index + self.capacity as u64 <= now {
+                let mut old = self.slots.pop_front().expect("front exists");
+                old.hist.reset();
+                self.spare.push(old.hist);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Records one completion `latency` after its dispatch, failed unless `ok`.
+    pub fn record(&mut self, now: Instant, latency: Duration, ok: bool) {
+        let index = self.index(now);
+        self.expire(index);
+        if self.slots.back().is_none_or(|s| s.index < index) {
+            let hist = self.spare.pop().unwrap_or_else(new_histogram);
+            self.slots.push_back(Slot {
+                index,
+                hist,
+                errors: 0,
+            });
+        }
+        // A `now` older than the newest slot (time must not go backwards) lands in the newest.
+        let slot = self.slots.back_mut().expect("pushed above");
+        if slot.hist.record(micros(latency)).is_err() {
+            slot.hist.saturating_record(micros(latency));
+        }
+        if !ok {
+            slot.errors += 1;
+        }
+    }
+
+    /// The slots of the last `span` slots at `now` (the newest, possibly partial, included).
+    fn recent(&self, now: Instant, span: usize) -> impl Iterator<Item = &Slot> {
+        let index = self.index(now);
+        let first = (index + 1).saturating_sub(span.min(self.capacity) as u64);
+        self.slots
+            .iter()
+            .filter(move |s| s.index >= first && s.index <= index)
+    }
+
+    /// The latencies (µs) of the last `span` slots at `now`, merged into one histogram.
+    #[must_use]
+    pub fn merged(&self, now: Instant, span: usize) -> Histogram<u64> {
+        let mut out = new_histogram();
+        for s in self.recent(now, span) {
+            out.add(&s.hist)
+                .expect("an auto-resizing histogram takes any value");
+        }
+        out
+    }
+
+    /// Completions and failures in the last `span` slots at `now`.
+    #[must_use]
+    pub fn counts(&self, now: Instant, span: usize) -> (u64, u64) {
+        self.recent(now, span)
+            .fold((0, 0), |(n, e), s| (n + s.hist.len(), e + s.errors))
+    }
+
+    /// The whole window at `now`.
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        self.slot * u32::try_from(self.capacity).unwrap_or(u32::MAX)
+    }
+
+    /// Slots in the window.
+    #[must_use]
+    pub const fn slots(&self) -> usize {
+        self.capacity
+    }
+
+    /// Length of one slot.
+    #[must_use]
+    pub const fn slot(&self) -> Duration {
+        self.slot
+    }
+}
+
+/// A resource sample of one worker process, fed in by the caller (ampd reads `/proc`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ResourceSample {
+    /// CPU use since the previous sample, in % of one core.
+    pub cpu_percent: f64,
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// Context switches so far (voluntary + involuntary; cumulative).
+    pub ctx_switches: u64,
+}
+
+/// The last resource sample of a worker and the context-switch rate derived from two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Resources {
+    /// The last sample.
+    pub last: ResourceSample,
+    /// Context switches per second between the last two samples.
+    pub ctx_per_s: f64,
+    /// EWMA of CPU % (time constant of about five samples).
+    pub cpu_ewma: f64,
+    #[serde(skip)]
+    at: Option<Instant>,
+}
+
+impl Resources {
+    /// Takes a new sample.
+    pub fn observe(&mut self, sample: ResourceSample, now: Instant) {
+        if let Some(at) = self.at {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            if dt > 0.0 {
+                #[allow(
+                    clippy::cast_precision_loss,
+                    reason = "a context-switch delta; rounding is irrelevant"
+                )]
+                let delta = sample.ctx_switches.saturating_sub(self.last.ctx_switches) as f64;
+                self.ctx_per_s = delta / dt;
+            }
+            self.cpu_ewma = self.cpu_ewma * 0.8 + sample.cpu_percent * 0.2;
+        } else {
+            self.cpu_ewma = sample.cpu_percent;
+        }
+        self.last = sample;
+        self.at = Some(now);
+    }
+}
+
+/// One (kind, worker)'s — or one kind's — latency profile: a short window (for control) and a
+/// long one (for baselines and timeouts).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Short window: `short_slots` slots of the control interval.
+    pub short: WindowedHistogram,
+    /// Long window.
+    pub long: WindowedHistogram,
+    /// Completions ever.
+    pub completed: u64,
+    /// Failures ever.
+    pub failed: u64,
+}
+
+/// A profile's figures at one moment, for evidence and `ampctl tune`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProfileSummary {
+    /// Completions in the short window.
+    pub short_samples: u64,
+    /// Median latency over the short window (µs; 0 without samples).
+    pub short_p50_us: u64,
+    /// p99 over the short window (µs).
+    pub short_p99_us: u64,
+    /// Completions in the long window.
+    pub long_samples: u64,
+    /// Median over the long window (µs).
+    pub long_p50_us: u64,
+    /// p99 over the long window (µs).
+    pub long_p99_us: u64,
+    /// Completions per second over the long window.
+    pub throughput: f64,
+    /// Failed share of the long window's completions.
+    pub error_rate: f64,
+}
+
+impl Profile {
+    /// An empty profile with the given windows.
+    #[must_use]
+    pub fn new(
+        interval: Duration,
+        short_slots: usize,
+        long_slot: Duration,
+        long_slots: usize,
+        epoch: Instant,
+    ) -> Self {
+        Self {
+            short: WindowedHistogram::new(interval, short_slots, epoch),
+            long: WindowedHistogram::new(long_slot, long_slots, epoch),
+            completed: 0,
+            failed: 0,
+        }
+    }
+
+    /// Records a completion.
+    pub fn record(&mut self, now: Instant, latency: Duration, ok: bool) {
+        self.short.record(now, latency, ok);
+        self.long.record(now, latency, ok);
+        self.completed += 1;
+        if !ok {
+            self.failed += 1;
+        }
+    }
+
+    /// The figures at `now`.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    pub fn summary(&self, now: Instant) -> ProfileSummary {
+        let short = self.short.merged(now, self.short.slots());
+        let long = self.long.merged(now, self.long.slots());
+        let (n, errors) = self.long.counts(now, self.long.slots());
+        let span = self.long.window().as_secs_f64();
+        ProfileSummary {
+            short_samples: short.len(),
+            short_p50_us: short.value_at_quantile(0.5),
+            short_p99_us: short.value_at_quantile(0.99),
+            long_samples: long.len(),
+            long_p50_us: long.value_at_quantile(0.5),
+            long_p99_us: long.value_at_quantile(0.99),
+            throughput: n as f64 / span,
+            error_rate: if n == 0 {
+                0.0
+            } else {
+                errors as f64 / n as f64
+            },
+        }
+    }
+}
