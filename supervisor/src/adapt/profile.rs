@@ -218,7 +218,7 @@ pub struct ProfileSummary {
     pub long_p50_us: u64,
     /// p99 over the long window (µs).
     pub long_p99_us: u64,
-    /// Completions per second over the long window.
+    /// Completions per second over the long window (lower while the window is still filling).
     pub throughput: f64,
     /// Failed share of the long window's completions.
     pub error_rate: f64,
