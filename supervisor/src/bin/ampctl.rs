@@ -85,6 +85,11 @@ enum Cmd {
     Workers,
     /// Prometheus text exposition of every metric.
     Metrics,
+    /// The adaptive controller: state and decisions with their evidence.
+    Tune {
+        #[command(subcommand)]
+        op: Option<TuneOp>,
+    },
     /// Fire the triggers bound to an external event.
     Emit {
         /// Event name.
@@ -175,6 +180,22 @@ enum RouteOp {
 }
 
 #[derive(Debug, Subcommand)]
+enum TuneOp {
+    /// Apply a decision proposed in advise mode.
+    Apply {
+        /// Decision id.
+        id: u64,
+    },
+    /// Set a kind's mode: off, advise or auto.
+    Mode {
+        /// Kind name.
+        kind: String,
+        /// off, advise or auto.
+        mode: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CacheOp {
     /// Hit/miss/evict counters.
     Stats,
@@ -247,6 +268,15 @@ fn main() -> ExitCode {
         Cmd::Events { follow } => serde_json::json!({"cmd": "events", "follow": follow}),
         Cmd::Workers => serde_json::json!({"cmd": "workers"}),
         Cmd::Metrics => serde_json::json!({"cmd": "metrics"}),
+        Cmd::Tune { op: None } => serde_json::json!({"cmd": "tune", "op": "show"}),
+        Cmd::Tune {
+            op: Some(TuneOp::Apply { id }),
+        } => serde_json::json!({"cmd": "tune", "op": "apply", "id": id}),
+        Cmd::Tune {
+            op: Some(TuneOp::Mode { kind, mode }),
+        } => {
+            serde_json::json!({"cmd": "tune", "op": "mode", "kind": kind, "mode": mode})
+        }
         Cmd::Emit { event, payload } => {
             serde_json::json!({"cmd": "emit", "event": event, "payload": payload})
         }
@@ -452,6 +482,7 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
             (Cmd::Workers, Some(d)) => print!("{}", render::workers_table(d)),
             (
                 Cmd::Route { .. }
+                | Cmd::Tune { .. }
                 | Cmd::Dlq { .. }
                 | Cmd::Queues
                 | Cmd::Tasks

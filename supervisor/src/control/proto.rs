@@ -95,6 +95,21 @@ pub enum Request {
     },
     /// Prometheus text exposition of every metric.
     Metrics,
+    /// The adaptive controller: `show` its state and decisions, `apply` a proposed decision
+    /// (advise mode), or set a kind's `mode` (off, advise, auto).
+    Tune {
+        /// `show`, `apply` or `mode`.
+        op: String,
+        /// Kind (for `mode`).
+        #[serde(default)]
+        kind: Option<String>,
+        /// Decision id (for `apply`).
+        #[serde(default)]
+        id: Option<u64>,
+        /// The mode (for `mode`).
+        #[serde(default)]
+        mode: Option<crate::adapt::Mode>,
+    },
     /// Fires the triggers bound to an external event.
     Emit {
         /// Event name.

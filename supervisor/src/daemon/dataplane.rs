@@ -93,6 +93,8 @@ pub struct Plane {
     pub pipeline: crate::pipeline::Pipeline,
     /// Timer, completion and event triggers.
     pub triggers: crate::pipeline::triggers::Triggers,
+    /// The adaptive controller (windows, batch, timeouts, parameters, scaling).
+    pub adapt: crate::adapt::Controller,
     /// Coalescing and result cache per deterministic kind (by kind id).
     pub caches: Vec<Option<crate::pipeline::cache::Cache<Submitter>>>,
     /// Latency and outcomes per (kind, unit).
@@ -145,6 +147,10 @@ impl Plane {
             );
         }
         let triggers = crate::pipeline::triggers::Triggers::new(cfg, Instant::now(), wall);
+        let mut adapt = crate::adapt::Controller::new(crate::adapt::AdaptConfig::default(), seed)?;
+        for (name, k) in &cfg.kinds {
+            adapt.set_kind(name, k.batch, k.timeout, Instant::now());
+        }
         Ok(Self {
             routers,
             delivery,
@@ -167,6 +173,7 @@ impl Plane {
             meta: HashMap::new(),
             pipeline,
             triggers,
+            adapt,
             caches,
             pair_stats: std::collections::BTreeMap::new(),
         })
@@ -585,6 +592,10 @@ impl Daemon {
                     if let Some(h) = self.obs.health.get_mut(u) {
                         h.task_done(ok);
                     }
+                    let kname = &self.plane.kind_names[f.kind as usize];
+                    self.plane
+                        .adapt
+                        .observe_completion(kname, u, latency, ok, now);
                 } else {
                     self.plane.flights.insert(h.id, f);
                 }
@@ -684,6 +695,8 @@ impl Daemon {
             if let Some(m) = self.plane.meta.get_mut(&id.0) {
                 m.attempt = attempt;
             }
+            let kname = &self.plane.kind_names[kind];
+            self.plane.adapt.observe_dispatch(kname, d.unit, now);
             self.plane.flights.insert(
                 id.0,
                 Flight {
@@ -867,6 +880,83 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Feeds queue depths to the adaptive controller and carries out what it decides.
+    pub(super) fn adapt_tick(&mut self, now: Instant) {
+        if self.plane.adapt.next_tick().is_some_and(|t| t > now) {
+            return;
+        }
+        for (k, r) in self.plane.routers.iter().enumerate() {
+            // The router does not track queued tasks' ages; the depth drives the decisions.
+            self.plane.adapt.observe_queue(
+                &self.plane.kind_names[k],
+                r.queued(),
+                Duration::ZERO,
+                now,
+            );
+        }
+        let actions = self.plane.adapt.tick(now);
+        self.carry_out_adapt(now, actions);
+    }
+
+    /// Carries out adaptive decisions.
+    pub(super) fn carry_out_adapt(
+        &mut self,
+        now: Instant,
+        actions: Vec<crate::adapt::AdaptAction>,
+    ) {
+        use crate::adapt::AdaptAction;
+        for a in actions {
+            let kid = |this: &Self, k: &str| this.plane.kind_names.iter().position(|n| n == k);
+            match a {
+                AdaptAction::SetWindow { kind, unit, window } => {
+                    if let Some(k) = kid(self, &kind) {
+                        let _ = self.plane.routers[k].set_window(unit, window);
+                    }
+                }
+                AdaptAction::SetBatch { kind, batch } => {
+                    if let Some(k) = kid(self, &kind) {
+                        self.plane.routers[k].set_batch(batch);
+                    }
+                }
+                AdaptAction::SetTimeout { kind, timeout } => {
+                    // Run timeouts belong to the delivery core's kind settings, fixed at start:
+                    // the decision is recorded (and shown by `ampctl tune`) but not applied.
+                    tracing::info!(
+                        kind,
+                        ?timeout,
+                        "adaptive timeout proposed (not applied: fixed per kind)"
+                    );
+                }
+                AdaptAction::Adjust { unit, .. } => {
+                    if let Some(p) = self.units.get(unit).and_then(|x| x.proc.as_ref()) {
+                        if let Some(params) =
+                            a.worker_params(&amp_ipc::proto::WorkerParams::default())
+                        {
+                            p.send(amp_ipc::proto::ToWorker::Adjust { params });
+                        }
+                    }
+                }
+                AdaptAction::ScaleTo { worker, replicas } => {
+                    let r = self.scale_worker(&worker, replicas);
+                    tracing::info!(worker, replicas, ok = r.ok, "autoscaler");
+                }
+                AdaptAction::Drain { worker, unit } => {
+                    let name = self
+                        .units
+                        .get(unit)
+                        .map(|x| x.name.clone())
+                        .unwrap_or(worker);
+                    self.drain_unit(&name);
+                }
+                AdaptAction::Event(d) => {
+                    let detail = serde_json::to_string(&d).unwrap_or_default();
+                    self.push_event(String::new(), "adjustment", detail);
+                }
+            }
+        }
+        let _ = now;
     }
 
     /// Submits what triggers fired.
@@ -1078,7 +1168,16 @@ impl Daemon {
             - TASK_HEADER_SIZE;
         for kname in &ic.kinds {
             if let Some(k) = self.plane.kind_names.iter().position(|n| n == kname) {
-                let _ = self.plane.routers[k].worker_added(u, ic.concurrency);
+                let now = Instant::now();
+                self.plane
+                    .adapt
+                    .observe_worker_added(kname, u, &w.name, now);
+                let window = self
+                    .plane
+                    .adapt
+                    .window_for(kname, u)
+                    .unwrap_or(ic.concurrency);
+                let _ = self.plane.routers[k].worker_added(u, window);
                 let m = &mut self.plane.max_payload[k];
                 *m = Some(m.map_or(max, |x| x.min(max)));
             }
@@ -1096,8 +1195,12 @@ impl Daemon {
     pub(super) fn unit_lost(&mut self, u: usize, cause: LostCause) {
         let now = Instant::now();
         self.read_unit_completions(u, now);
-        for r in &mut self.plane.routers {
-            let _ = r.worker_removed(u);
+        for (k, r) in self.plane.routers.iter_mut().enumerate() {
+            if r.worker_removed(u).is_ok() {
+                self.plane
+                    .adapt
+                    .observe_worker_removed(&self.plane.kind_names[k], u, now);
+            }
         }
         self.plane.flights.retain(|_, f| f.unit != u);
         let actions = self.plane.delivery.worker_lost(now, u, cause);

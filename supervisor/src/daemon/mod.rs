@@ -277,6 +277,9 @@ impl Daemon {
             if let Some(d) = self.plane.delivery.next_deadline() {
                 deadline = deadline.min(d);
             }
+            if let Some(d) = self.plane.adapt.next_tick() {
+                deadline = deadline.min(d);
+            }
             if let Some(d) = self
                 .plane
                 .triggers
@@ -709,6 +712,7 @@ impl Daemon {
         self.check_drained();
         self.metrics_timers(now);
         self.trigger_timers(now);
+        self.adapt_tick(now);
     }
 
     fn probe(&mut self, u: usize, now: Instant) {

@@ -133,6 +133,7 @@ impl Daemon {
                 "text": crate::metrics::render(&self.metrics_snapshot(now)),
             })),
             Request::Scale { name, replicas } => self.scale(&name, replicas),
+            Request::Tune { op, kind, id, mode } => self.tune(&op, kind.as_deref(), id, mode, now),
             Request::Emit { event, payload } => {
                 let fires = self
                     .plane
@@ -203,6 +204,21 @@ impl Daemon {
         }
         while let Some(ev) = queue.pop_front() {
             self.feed(ev);
+        }
+    }
+
+    /// `scale` for the autoscaler.
+    pub(super) fn scale_worker(&mut self, name: &str, replicas: u32) -> Response {
+        self.scale(name, replicas)
+    }
+
+    /// `drain` for the autoscaler.
+    pub(super) fn drain_unit(&mut self, name: &str) {
+        let r = self.command(Command::Drain {
+            target: name.to_owned(),
+        });
+        if !r.ok {
+            tracing::warn!(unit = name, "drain failed: {:?}", r.error);
         }
     }
 
@@ -320,6 +336,54 @@ impl Daemon {
                 self.cfg.workers = previous;
                 Response::err(format!("reload refused, nothing changed: {e}"))
             }
+        }
+    }
+
+    fn tune(
+        &mut self,
+        op: &str,
+        kind: Option<&str>,
+        id: Option<u64>,
+        mode: Option<crate::adapt::Mode>,
+        now: Instant,
+    ) -> Response {
+        match op {
+            "show" => Response::ok(self.plane.adapt.describe(now)),
+            "apply" => {
+                let Some(id) = id else {
+                    return Response::err(
+                        "tune apply needs `id` (a decision id from `ampctl tune`)",
+                    );
+                };
+                match self.plane.adapt.apply(id, now) {
+                    Ok(actions) => {
+                        let n = actions.len();
+                        self.carry_out_adapt(now, actions);
+                        Response::ok(serde_json::json!({"applied": id, "actions": n}))
+                    }
+                    Err(e) => Response::err(e.to_string()),
+                }
+            }
+            "mode" => {
+                let (Some(kind), Some(mode)) = (kind, mode) else {
+                    return Response::err(
+                        "tune mode needs `kind` and `mode` (off, advise or auto)",
+                    );
+                };
+                if !self.plane.kind_names.iter().any(|k| k == kind) {
+                    return Response::err(format!(
+                        "unknown kind {kind:?} (kinds: {})",
+                        self.plane.kind_names.join(", ")
+                    ));
+                }
+                let actions = self.plane.adapt.set_mode(kind, mode, now);
+                self.carry_out_adapt(now, actions);
+                self.push_event(String::new(), "tune_mode", format!("{kind}: {mode:?}"));
+                Response::ok(serde_json::json!({"kind": kind, "mode": mode}))
+            }
+            other => Response::err(format!(
+                "unknown tune operation {other:?} (show, apply, mode)"
+            )),
         }
     }
 
