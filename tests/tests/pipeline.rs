@@ -231,3 +231,37 @@ fan_in = "all"
     drop(c);
     let _ = d.shutdown(T);
 }
+
+#[test]
+fn a_new_file_in_a_watched_directory_fires_its_trigger_once() {
+    let inbox = amp_tests::Scratch::new();
+    let mut d = Ampd::start(
+        "",
+        &format!(
+            r#"
+[workers.e]
+command = "amp-echo"
+kinds = ["ingest"]
+[[trigger]]
+name = "inbox"
+on_file = {{ dir = {:?}, pattern = "*.json" }}
+submit = {{ kind = "ingest" }}
+"#,
+            inbox.path.display().to_string()
+        ),
+    );
+    d.wait_ready(&["e"], T);
+    std::fs::write(inbox.path.join("a.json"), b"{}").unwrap();
+    std::fs::write(inbox.path.join("ignored.txt"), b"x").unwrap();
+    let fired = |s: &amp_supervisor::control::proto::StatusData| {
+        s.events
+            .iter()
+            .filter(|e| e.kind == "trigger_fired" && e.detail.starts_with("inbox"))
+            .count()
+    };
+    d.wait_for("the file trigger fired", T, |s| fired(s) == 1);
+    std::fs::write(inbox.path.join("b.json"), b"{}").unwrap();
+    let s = d.wait_for("the second file fired", T, |s| fired(s) == 2);
+    assert_eq!(fired(&s), 2, "a file must fire exactly once");
+    let _ = d.shutdown(T);
+}

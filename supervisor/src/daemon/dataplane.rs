@@ -45,6 +45,9 @@ struct Meta {
     class: usize,
 }
 
+/// How often `on_file` trigger directories are listed.
+const FILE_SCAN: Duration = Duration::from_millis(500);
+
 /// `Submitter::client` of tasks fired by triggers (their answers go nowhere).
 pub const TRIGGER_CLIENT: u64 = u64::MAX - 1;
 
@@ -95,6 +98,8 @@ pub struct Plane {
     pub triggers: crate::pipeline::triggers::Triggers,
     /// The adaptive controller (windows, batch, timeouts, parameters, scaling).
     pub adapt: crate::adapt::Controller,
+    /// When the `on_file` trigger directories are listed next.
+    next_file_scan: Instant,
     /// Coalescing and result cache per deterministic kind (by kind id).
     pub caches: Vec<Option<crate::pipeline::cache::Cache<Submitter>>>,
     /// Latency and outcomes per (kind, unit).
@@ -174,6 +179,7 @@ impl Plane {
             pipeline,
             triggers,
             adapt,
+            next_file_scan: Instant::now(),
             caches,
             pair_stats: std::collections::BTreeMap::new(),
         })
@@ -993,9 +999,35 @@ impl Daemon {
         }
     }
 
-    /// Fires due timer triggers; returns the next wakeup.
+    /// Fires due timer triggers and (every `FILE_SCAN` at most) `on_file` triggers whose
+    /// directory has new matching files; returns the next timer wakeup.
     pub(super) fn trigger_timers(&mut self, now: Instant) -> Option<Instant> {
         let wall = std::time::SystemTime::now();
+        if now >= self.plane.next_file_scan {
+            self.plane.next_file_scan = now + FILE_SCAN;
+            let watches: Vec<(usize, std::path::PathBuf)> = self
+                .plane
+                .triggers
+                .file_watches()
+                .into_iter()
+                .map(|(i, d, _)| (i, d.to_path_buf()))
+                .collect();
+            for (i, dir) in watches {
+                // A missing directory lists as empty (it may appear later).
+                let names: Vec<String> = std::fs::read_dir(&dir)
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let fires = self
+                    .plane
+                    .triggers
+                    .files(i, names.iter().map(String::as_str));
+                self.submit_fires(now, fires);
+            }
+        }
         if self
             .plane
             .triggers

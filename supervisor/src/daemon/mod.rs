@@ -280,6 +280,9 @@ impl Daemon {
             if let Some(d) = self.plane.adapt.next_tick() {
                 deadline = deadline.min(d);
             }
+            if !self.plane.triggers.file_watches().is_empty() {
+                deadline = deadline.min(now + Duration::from_millis(500));
+            }
             if let Some(d) = self
                 .plane
                 .triggers

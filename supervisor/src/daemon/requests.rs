@@ -456,7 +456,14 @@ impl Daemon {
                 .collect();
             per_unit.push(serde_json::json!({"unit": unit.name, "in_flight": tasks}));
         }
-        serde_json::json!({"workers": per_unit, "census": self.status().tasks})
+        let chains: Vec<serde_json::Value> = self
+            .plane
+            .pipeline
+            .chains()
+            .iter()
+            .map(|c| serde_json::json!({"root": c.root.0, "path": crate::pipeline::routes::format_path(&c.path)}))
+            .collect();
+        serde_json::json!({"workers": per_unit, "census": self.status().tasks, "chains": chains})
     }
 
     fn stats_view(&self, now: Instant) -> serde_json::Value {
