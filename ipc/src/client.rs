@@ -175,6 +175,8 @@ pub struct Client {
     next_ticket: Ticket,
     /// Results read but not yet asked for.
     ready: HashMap<Ticket, TaskResult>,
+    /// Tickets of `ready` in arrival order (for `try_result`; may hold tickets already taken).
+    arrivals: std::collections::VecDeque<Ticket>,
     /// Submissions pushed but not yet published.
     unflushed: bool,
 }
@@ -304,6 +306,7 @@ impl Client {
             max_record,
             next_ticket: 1,
             ready: HashMap::new(),
+            arrivals: std::collections::VecDeque::new(),
             unflushed: false,
         })
     }
@@ -468,6 +471,12 @@ impl Client {
                 continue;
             }
             let (h, body) = ResultHeader::read(rec.data())?;
+            // Tickets taken by `wait_for` stay in `arrivals` until skipped; keep it bounded.
+            if self.arrivals.len() > 2 * self.ready.len() + 1024 {
+                let ready = &self.ready;
+                self.arrivals.retain(|t| ready.contains_key(t));
+            }
+            self.arrivals.push_back(h.ticket);
             self.ready.insert(
                 h.ticket,
                 TaskResult {
@@ -492,10 +501,13 @@ impl Client {
         if self.ready.is_empty() {
             self.poll_results()?;
         }
-        let Some(&t) = self.ready.keys().next() else {
-            return Ok(None);
-        };
-        Ok(self.ready.remove(&t))
+        // Oldest first; tickets already taken by `wait_for` are skipped.
+        while let Some(t) = self.arrivals.pop_front() {
+            if let Some(r) = self.ready.remove(&t) {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
     /// Waits for any result, up to `timeout`.

@@ -2,7 +2,9 @@
 //! → completions → delivery → client result rings. One [`Daemon::pump`] pass moves everything
 //! that is ready, publishing each ring once per pass.
 
-use std::collections::HashMap;
+/// Maps keyed by task ids and serials: ampd's own sequential integers, so a fast non-keyed hash
+/// (FxHash) is safe, and SipHash would dominate the per-task cost.
+type IdMap<V> = rustc_hash::FxHashMap<u64, V>;
 use std::time::{Duration, Instant};
 
 use amp_ipc::wire::{
@@ -72,10 +74,10 @@ pub struct Plane {
     /// Largest task payload each kind's workers accept (min over them; None = no worker yet).
     pub max_payload: Vec<Option<usize>>,
     /// Client serial → slab key (serials are never reused, keys are).
-    client_keys: HashMap<u64, usize>,
+    client_keys: IdMap<usize>,
     next_client_serial: u64,
-    flights: HashMap<u64, Flight>,
-    waiters: HashMap<u64, Waiter>,
+    flights: IdMap<Flight>,
+    waiters: IdMap<Waiter>,
     next_control_tag: u64,
     dispatch_buf: Vec<Dispatch>,
     /// Units whose tasks ring has unpublished records.
@@ -91,7 +93,7 @@ pub struct Plane {
     /// Submissions refused per kind (queue full, paused, too large), for `status`.
     pub rejected: Vec<u64>,
     /// Per task until it is answered: intake time, latest attempt, kind and class.
-    meta: HashMap<u64, Meta>,
+    meta: IdMap<Meta>,
     /// Routes, fan-out/fan-in, loop accounting.
     pub pipeline: crate::pipeline::Pipeline,
     /// Timer, completion and event triggers.
@@ -163,10 +165,10 @@ impl Plane {
             class_names: cfg.classes.iter().map(|c| c.name.clone()).collect(),
             max_payload: vec![None; kind_names.len()],
             kind_names,
-            client_keys: HashMap::new(),
+            client_keys: IdMap::default(),
             next_client_serial: 1,
-            flights: HashMap::new(),
-            waiters: HashMap::new(),
+            flights: IdMap::default(),
+            waiters: IdMap::default(),
             next_control_tag: 1,
             dispatch_buf: Vec::new(),
             dirty_units: Vec::new(),
@@ -175,7 +177,7 @@ impl Plane {
             malformed: 0,
             paused: false,
             rejected: vec![0; cfg.kinds.len()],
-            meta: HashMap::new(),
+            meta: IdMap::default(),
             pipeline,
             triggers,
             adapt,

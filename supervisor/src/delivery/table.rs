@@ -102,7 +102,9 @@ pub struct Delivery {
     /// The task table (queued, in flight, waiting for retry, dead-lettered).
     pub(super) tasks: Slab<Task>,
     /// Task id → slab key.
-    pub(super) index: HashMap<TaskId, usize>,
+    /// Task id → slab key (FxHash: task ids are trusted sequential integers, SipHash's DoS
+    /// resistance buys nothing here and costs most of the per-task time).
+    pub(super) index: rustc_hash::FxHashMap<TaskId, usize>,
     /// The in-flight table: tasks per unit.
     pub(super) by_unit: BTreeMap<usize, BTreeSet<TaskId>>,
     /// Retry timers.
@@ -170,7 +172,7 @@ impl Delivery {
             options,
             rng,
             tasks: Slab::new(),
-            index: HashMap::new(),
+            index: rustc_hash::FxHashMap::default(),
             by_unit: BTreeMap::new(),
             retries: BTreeSet::new(),
             timeouts: BTreeSet::new(),
