@@ -1,0 +1,247 @@
+//! The amp ring, cross-process through a real segment: the parent creates it, the forked child
+//! maps it again by name (`Segment::open`), as an attached process does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amp_ipc::link::{self, PeerEnd, SupervisorEnd};
+use amp_ipc::ring::RingError;
+use amp_ipc::segment::{RingSide, Segment, SegmentConfig};
+use amp_ipc::signal::Doorbell;
+
+use crate::common::{busy_until, check, ns, stamp, template, Clock, Latency, Rate, Res, Tput};
+use crate::proc::{run_pair, Cpus};
+
+/// Prefix of the benchmark's segment names.
+const PREFIX: &str = "amp-bench";
+
+/// Ring bytes used for records of `size` bytes: 256 KiB for 64 B, 1 MiB for 1 KiB (the bare ring
+/// gets the same number of bytes).
+pub fn ring_bytes(size: usize) -> u64 {
+    (size as u64 * 4096).clamp(64 << 10, 1 << 20)
+}
+
+/// A segment whose completions ring (child → parent) has `capacity` bytes and whose tasks ring
+/// (parent → child) has `tasks` bytes.
+fn segment(tasks: u64, capacity: u64, max_record: u64) -> Res<Arc<Segment>> {
+    let cfg = SegmentConfig {
+        tasks_capacity: tasks,
+        tasks_max_record: max_record,
+        completions_capacity: capacity,
+        completions_max_record: max_record,
+    };
+    Ok(Arc::new(Segment::create(PREFIX, &cfg, 1)?))
+}
+
+/// Runs a pair over `seg` and unlinks it afterwards, whatever the outcome.
+fn with_segment<T>(seg: &Arc<Segment>, run: impl FnOnce() -> Res<T>) -> Res<T> {
+    let result = run();
+    let unlinked = seg.unlink();
+    let value = result?;
+    unlinked?;
+    Ok(value)
+}
+
+/// One-way throughput: the child produces on the completions ring, this process consumes.
+pub fn throughput(cpus: &Cpus, t: Tput) -> Res<Rate> {
+    let seg = segment(4096, ring_bytes(t.size), t.size as u64)?;
+    let batch = t.batch as u64;
+    with_segment(&seg, || {
+        run_pair(
+            cpus,
+            || {
+                let seg = Arc::new(Segment::open(seg.name())?);
+                let mut p = link::producer(&seg, RingSide::Completions)?;
+                let tmpl = template(t.size);
+                for seq in 0..t.count {
+                    loop {
+                        match p.reserve(t.size, 1) {
+                            Ok(mut r) => {
+                                stamp(&mut r, &tmpl, seq);
+                                r.commit();
+                                break;
+                            }
+                            Err(RingError::Full { .. }) => std::hint::spin_loop(),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    if (seq + 1) % batch == 0 {
+                        // The consumer never sleeps in this run, so no wakeup is ever owed.
+                        let _ = p.publish();
+                    }
+                }
+                let _ = p.publish();
+                Ok(())
+            },
+            || {
+                let mut c = link::consumer(&seg, RingSide::Completions)?;
+                c.set_release_every(t.batch as u32);
+                let mut clock = Clock::default();
+                let mut seq = 0;
+                while seq < t.count {
+                    match c.read()? {
+                        Some(rec) => {
+                            if !check(rec.data(), seq) {
+                                return Err(format!("amp ring: record {seq} is wrong").into());
+                            }
+                            seq += 1;
+                            clock.mark(seq);
+                        }
+                        None => {
+                            // Empty: hand back what was read (like the bare ring does).
+                            c.release();
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+                clock.finish(seq)
+            },
+        )
+    })
+}
+
+/// Round trip of a 64-byte record, both sides spinning on their rings (no doorbells).
+pub fn rtt_hot(cpus: &Cpus, n: usize, warmup: usize) -> Res<Latency> {
+    const SIZE: usize = 64;
+    let seg = segment(64 << 10, 64 << 10, SIZE as u64)?;
+    let total = (n + warmup) as u64;
+    with_segment(&seg, || {
+        run_pair(
+            cpus,
+            || {
+                let seg = Arc::new(Segment::open(seg.name())?);
+                let mut rx = link::consumer(&seg, RingSide::Tasks)?;
+                let mut tx = link::producer(&seg, RingSide::Completions)?;
+                for _ in 0..total {
+                    loop {
+                        if let Some(rec) = rx.read()? {
+                            tx.push(1, rec.data())?;
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    // Nobody sleeps in this run.
+                    let _ = tx.publish();
+                }
+                Ok(())
+            },
+            || {
+                let mut tx = link::producer(&seg, RingSide::Tasks)?;
+                let mut rx = link::consumer(&seg, RingSide::Completions)?;
+                let tmpl = template(SIZE);
+                let mut samples = Vec::with_capacity(n);
+                let mut start = Instant::now();
+                for seq in 0..total {
+                    let mut r = tx.reserve(SIZE, 1)?;
+                    stamp(&mut r, &tmpl, seq);
+                    r.commit();
+                    let _ = tx.publish();
+                    let ok = loop {
+                        if let Some(rec) = rx.read()? {
+                            break check(rec.data(), seq);
+                        }
+                        std::hint::spin_loop();
+                    };
+                    let now = Instant::now();
+                    if !ok {
+                        return Err(format!("amp ring echo: reply {seq} is wrong").into());
+                    }
+                    if seq >= warmup as u64 {
+                        samples.push(ns(now - start));
+                    }
+                    start = now;
+                }
+                Ok(Latency::new(samples, None))
+            },
+        )
+    })
+}
+
+/// Round trip of a 64-byte record through `Sender`/`Receiver` with eventfd doorbells.
+///
+/// `gap`: idle time (busy-wait of the pinger, not measured) before each ping, so a responder with
+/// a spin window falls asleep. `spin`: both sides' spin window (`None`: the default).
+/// The result reports how many doorbell wakeups the pinger sent per round trip.
+pub fn rtt_woken(
+    cpus: &Cpus,
+    n: usize,
+    warmup: usize,
+    gap: Option<Duration>,
+    spin: Option<u32>,
+) -> Res<Latency> {
+    const SIZE: usize = 64;
+    let seg = segment(64 << 10, 64 << 10, SIZE as u64)?;
+    let tasks_bell = Doorbell::new()?;
+    let completions_bell = Doorbell::new()?;
+    let child_tasks = tasks_bell.try_clone_fd()?;
+    let child_completions = completions_bell.try_clone_fd()?;
+    let total = (n + warmup) as u64;
+    with_segment(&seg, || {
+        run_pair(
+            cpus,
+            || {
+                let seg = Arc::new(Segment::open(seg.name())?);
+                let mut end = PeerEnd::new(
+                    &seg,
+                    Doorbell::from_owned(child_tasks)?,
+                    Doorbell::from_owned(child_completions)?,
+                )?;
+                if let Some(s) = spin {
+                    end.tasks.set_spin(s);
+                }
+                for _ in 0..total {
+                    loop {
+                        if let Some(rec) = end.tasks.read()? {
+                            end.completions.push(1, rec.data())?;
+                            break;
+                        }
+                        end.tasks.wait(None)?;
+                    }
+                    end.completions.flush()?;
+                }
+                Ok(())
+            },
+            || {
+                let mut end = SupervisorEnd::new(&seg, tasks_bell, completions_bell)?;
+                if let Some(s) = spin {
+                    end.completions.set_spin(s);
+                }
+                let tmpl = template(SIZE);
+                let mut samples = Vec::with_capacity(n);
+                let mut last = Instant::now();
+                let mut wakeups_at_warm = 0;
+                for seq in 0..total {
+                    if seq == warmup as u64 {
+                        wakeups_at_warm = end.tasks.producer().stats().wakeups;
+                    }
+                    let start = match gap {
+                        Some(g) => busy_until(last + g),
+                        None => last,
+                    };
+                    let mut r = end.tasks.reserve(SIZE, 1)?;
+                    stamp(&mut r, &tmpl, seq);
+                    r.commit();
+                    end.tasks.flush()?;
+                    let ok = loop {
+                        if let Some(rec) = end.completions.read()? {
+                            break check(rec.data(), seq);
+                        }
+                        end.completions.wait(None)?;
+                    };
+                    let now = Instant::now();
+                    if !ok {
+                        return Err(
+                            format!("amp ring (doorbells) echo: reply {seq} is wrong").into()
+                        );
+                    }
+                    if seq >= warmup as u64 {
+                        samples.push(ns(now - start));
+                    }
+                    last = now;
+                }
+                let wakeups = end.tasks.producer().stats().wakeups - wakeups_at_warm;
+                Ok(Latency::new(samples, Some(wakeups as f64 / n as f64)))
+            },
+        )
+    })
+}
