@@ -96,7 +96,15 @@ impl Daemon {
                     .as_ref()
                     .and_then(|p| sys::proc_sample(p.pid).ok())
                 {
-                    self.obs.resources[u].sample(now, s);
+                    let point = self.obs.resources[u].sample(now, s);
+                    // The adaptive controller profiles resource use too ("amplitude").
+                    let sample = crate::adapt::ResourceSample {
+                        cpu_percent: point.cpu_cores.map_or(0.0, |c| c * 100.0),
+                        rss_bytes: point.sample.rss_bytes,
+                        ctx_switches: point.sample.voluntary_ctxt_switches
+                            + point.sample.nonvoluntary_ctxt_switches,
+                    };
+                    self.plane.adapt.observe_resources(u, sample, now);
                 }
             }
             let flags: Vec<String> = self

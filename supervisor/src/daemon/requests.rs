@@ -496,6 +496,8 @@ impl Daemon {
                     "p99_ms": q(0.99),
                     "max_ms": s.hist.max() as f64 / 1000.0,
                     "kind_retries": per_kind.retried,
+                    "kind_loopbacks": per_kind.loopbacks,
+                    "kind_loop_limited": per_kind.loop_limited,
                 })
             })
             .collect();
