@@ -233,6 +233,7 @@ impl Worker {
                 var: proto::ENV_DOORBELLS,
             });
         };
+        // SeqCst: a one-time process-wide latch; the strongest ordering costs nothing here.
         if t < 3 || c < 3 || t == c || TAKEN.swap(true, Ordering::SeqCst) {
             return Err(WorkerError::NotSupervised {
                 var: proto::ENV_DOORBELLS,
@@ -372,12 +373,14 @@ impl Worker {
     /// How many Adjust messages have been applied (to notice a change cheaply).
     #[must_use]
     pub fn params_version(&self) -> u64 {
+        // Acquire: pairs with the control thread's AcqRel increment after it stored new params.
         self.shared.params_version.load(Ordering::Acquire)
     }
 
     /// Whether ampd asked this worker to shut down.
     #[must_use]
     pub fn shutdown_requested(&self) -> bool {
+        // Acquire: pairs with the control thread's Release store when Shutdown arrives.
         self.shared.shutdown.load(Ordering::Acquire)
     }
 
@@ -650,6 +653,7 @@ fn spawn_control_thread(
                     .store(monotonic_ns(), Ordering::Relaxed);
                 match rx.try_recv_timeout(interval) {
                     Ok(ToWorker::Shutdown) => {
+                        // Release: pairs with the Acquire in `shutdown_requested`.
                         shared.shutdown.store(true, Ordering::Release);
                         let _ = wake.ring();
                     }
@@ -663,6 +667,7 @@ fn spawn_control_thread(
                     Ok(ToWorker::Adjust { params }) => {
                         interval = Duration::from_millis(params.heartbeat_interval_ms.max(1));
                         *shared.params.lock().unwrap_or_else(PoisonError::into_inner) = params;
+                        // AcqRel: publishes the params stored above to `params_version` readers.
                         shared.params_version.fetch_add(1, Ordering::AcqRel);
                     }
                     Ok(ToWorker::Welcome { .. } | ToWorker::Reject { .. }) => {}
