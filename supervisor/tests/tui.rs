@@ -792,7 +792,7 @@ impl Tmux {
     }
 
     fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let mut last = String::new();
         while Instant::now() < deadline {
             last = self.screen();
@@ -890,7 +890,9 @@ fn ampctl_top_in_tmux() {
     });
 
     tmux.run(&["send-keys", "-t", "top", "q"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: on a loaded 2-core machine the pane can take a while to be reported dead; the
+    // loop ends as soon as it is.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead = String::new();
     while Instant::now() < deadline {
         let out = tmux.run(&[
