@@ -13,9 +13,10 @@
 //!
 //! Every configuration is repeated (5 times, 3 in quick mode) with the mechanisms interleaved;
 //! tables show medians and each run, and ratios are medians of per-repetition ratios. A
-//! measurement during which other processes used more than 10% of the CPUs is repeated once and
-//! marked `*` if it stays disturbed (`AMP_BENCH_DEBUG=1` prints that share for every
-//! measurement). The last line of output is a `key=value` summary. See `docs/benchmarks.md`.
+//! measurement during which other processes used more than 10% of the CPUs is repeated after the
+//! machine calms down (at most 3 attempts, 90 s of waiting per run) and marked `*` if it stays
+//! disturbed (`AMP_BENCH_DEBUG=1` prints that share for every measurement). The last line of
+//! output is a `key=value` summary. See `docs/benchmarks.md`.
 
 mod amp;
 mod bare;
@@ -68,8 +69,8 @@ impl Mech {
     /// Records moved per run in full mode: sized so one run takes roughly 0.2–1 s here.
     fn count(self, size: usize, batch: usize) -> u64 {
         match (self, size > 64, batch > 1) {
-            (Self::Amp | Self::Bare | Self::BareStride8 | Self::BareFence, false, _) => 20_000_000,
-            (Self::Amp | Self::Bare | Self::BareStride8 | Self::BareFence, true, _) => 5_000_000,
+            (Self::Amp | Self::Bare | Self::BareStride8 | Self::BareFence, false, _) => 10_000_000,
+            (Self::Amp | Self::Bare | Self::BareStride8 | Self::BareFence, true, _) => 3_000_000,
             (Self::Pipe | Self::Unix, false, false) => 1_000_000,
             (Self::Pipe | Self::Unix, false, true) => 10_000_000,
             (Self::Pipe | Self::Unix, true, false) => 500_000,
@@ -225,6 +226,8 @@ struct Results {
     measurements: usize,
     /// Measurements repeated because other work used the machine meanwhile.
     retried: usize,
+    /// Time left for waiting for a quiet machine before repeating a measurement.
+    wait_budget: Duration,
 }
 
 /// One throughput measurement.
@@ -238,7 +241,35 @@ struct Run {
 /// Share of the machine's CPU time used by other processes above which a measurement counts as
 /// disturbed and is run again (at most [`ATTEMPTS`] attempts in full mode).
 const DISTURBED: f64 = 0.10;
-const ATTEMPTS: usize = 2;
+const ATTEMPTS: usize = 3;
+
+/// Longest total wait for a quiet machine over a whole run.
+const WAIT_BUDGET: Duration = Duration::from_secs(90);
+
+/// Waits (from `budget`) until other work leaves the machine alone for half a second.
+fn wait_quiet(budget: &mut Duration, cpus: usize) {
+    let start = std::time::Instant::now();
+    while !budget.is_zero() {
+        let before = proc::CpuSample::now();
+        std::thread::sleep(Duration::from_millis(500));
+        let after = proc::CpuSample::now();
+        let quiet = match (before, after) {
+            (Some(b), Some(a)) => b.foreign_share(&a, cpus) < DISTURBED / 2.0,
+            _ => true,
+        };
+        *budget = budget.saturating_sub(Duration::from_millis(500));
+        if quiet {
+            break;
+        }
+    }
+    let waited = start.elapsed();
+    if waited > Duration::from_secs(1) {
+        eprintln!(
+            "  waited {:.0} s for the machine to calm down",
+            waited.as_secs_f64()
+        );
+    }
+}
 
 /// Runs `f` until no other work disturbed it (or the attempts run out); returns its value and
 /// whether the kept attempt was disturbed. Quick mode does not repeat (its runs are too short to
@@ -274,6 +305,7 @@ fn measure<T>(
             foreign * 100.0
         );
         r.retried += 1;
+        wait_quiet(&mut r.wait_budget, cpus);
         attempt += 1;
     }
 }
@@ -557,6 +589,7 @@ fn run() -> Res<()> {
     );
     let mut results = Results {
         load_before: load_1min(),
+        wait_budget: WAIT_BUDGET,
         ..Results::default()
     };
     for rep in 1..=plan.reps {
