@@ -38,12 +38,14 @@ pub struct Record<'a> {
 impl<'a> Record<'a> {
     /// The record's data tag (1..=65535).
     #[must_use]
+    #[inline]
     pub fn tag(&self) -> u16 {
         self.tag
     }
 
     /// The payload, in shared memory.
     #[must_use]
+    #[inline]
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
@@ -102,6 +104,7 @@ impl Consumer {
     }
 
     /// Reloads the producer's index and validates it.
+    #[inline]
     fn refresh_head(&mut self) -> Result<(), RingError> {
         // SYNC POINT: Acquire pairs with the producer's Release store of `head` in
         // `Producer::publish_pending`: the bytes of every record before `now` are visible.
@@ -140,6 +143,7 @@ impl Consumer {
     ///
     /// # Errors
     /// [`RingError::Corrupt`] if the producer wrote an invalid index.
+    #[inline]
     pub fn has_data(&mut self) -> Result<bool, RingError> {
         if let Some(c) = self.poisoned {
             return Err(RingError::Corrupt(c));
@@ -158,6 +162,7 @@ impl Consumer {
     /// # Errors
     /// [`RingError::Corrupt`] when the producer wrote an invalid index or record header; the
     /// consumer is poisoned and returns the same error from then on.
+    #[inline]
     pub fn read(&mut self) -> Result<Option<Record<'_>>, RingError> {
         if let Some(c) = self.poisoned {
             return Err(RingError::Corrupt(c));
@@ -244,6 +249,7 @@ impl Consumer {
     }
 
     /// Hands the space of every record read so far back to the producer (one Release store).
+    #[inline]
     pub fn release(&mut self) {
         if self.tail == self.released {
             return;

@@ -298,17 +298,20 @@ impl RingMem {
         })
     }
 
+    #[inline]
     fn header(&self) -> &RingHeader {
         // SAFETY: `new`'s contract: the header is valid for the lifetime of `_owner`, which `self`
         // holds; it is only accessed through shared references to atomics.
         unsafe { self.header.as_ref() }
     }
 
+    #[inline]
     fn mask(&self) -> u64 {
         self.capacity - 1
     }
 
     /// Reads the record header at region offset `off` (8-aligned, `off + 8 <= capacity`).
+    #[inline]
     fn read_record_header(&self, off: u64) -> RecordHeader {
         debug_assert!(off % 8 == 0 && off + RECORD_HEADER_SIZE as u64 <= self.capacity);
         // SAFETY: `off` is 8-aligned and `off + 8 <= capacity` (callers mask an 8-aligned index),
@@ -325,6 +328,7 @@ impl RingMem {
     }
 
     /// Writes a record header at region offset `off` (8-aligned, `off + 8 <= capacity`).
+    #[inline]
     fn write_record_header(&self, off: u64, header: RecordHeader) {
         debug_assert!(off % 8 == 0 && off + RECORD_HEADER_SIZE as u64 <= self.capacity);
         // SAFETY: in bounds and aligned as in `read_record_header`; the producer owns this range

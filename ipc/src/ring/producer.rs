@@ -105,11 +105,13 @@ impl Producer {
 
     /// Free bytes according to the cached consumer index (may underestimate).
     #[must_use]
+    #[inline]
     pub fn free_cached(&self) -> u64 {
         self.mem.capacity - (self.head - self.cached_tail)
     }
 
     /// Reloads the consumer's index.
+    #[inline]
     fn refresh_tail(&mut self) -> Result<(), RingError> {
         // SYNC POINT: Acquire pairs with the consumer's Release store of `tail` in
         // `Consumer::release`: once we see the new tail, the consumer has finished reading the
@@ -145,6 +147,7 @@ impl Producer {
     /// [`RingError::TooLarge`] if `len` exceeds `max_record`; [`RingError::InvalidTag`] for tag 0;
     /// [`RingError::Full`] when there is no room now (pending commits are published first, so the
     /// consumer can free space); [`RingError::Corrupt`] if the consumer wrote an invalid index.
+    #[inline]
     pub fn reserve(&mut self, len: usize, tag: u16) -> Result<Reservation<'_>, RingError> {
         if let Some(c) = self.poisoned {
             return Err(RingError::Corrupt(c));
@@ -202,6 +205,7 @@ impl Producer {
     ///
     /// # Errors
     /// As [`reserve`](Self::reserve); on error nothing was written and `bytes` can be retried.
+    #[inline]
     pub fn push(&mut self, tag: u16, bytes: &[u8]) -> Result<(), RingError> {
         let mut r = self.reserve(bytes.len(), tag)?;
         r.copy_from_slice(bytes);
@@ -217,6 +221,7 @@ impl Producer {
     /// before waiting for space: `reserve` published what was pending and the wakeup it may need
     /// is returned here.
     #[must_use = "when true, the consumer sleeps and must be woken through its eventfd"]
+    #[inline]
     pub fn publish(&mut self) -> bool {
         self.publish_pending();
         std::mem::take(&mut self.wake_owed)
@@ -224,6 +229,7 @@ impl Producer {
 
     /// Stores `head` if anything is pending and records in `wake_owed` whether the consumer must
     /// be woken.
+    #[inline]
     fn publish_pending(&mut self) {
         if self.head == self.published {
             return;
@@ -254,6 +260,7 @@ impl Producer {
 
 impl Reservation<'_> {
     /// Commits the record with its full reserved length.
+    #[inline]
     pub fn commit(self) {
         let len = self.len;
         self.commit_len(len as usize);
@@ -261,6 +268,7 @@ impl Reservation<'_> {
 
     /// Commits the record with only the first `len` bytes (e.g. after encoding into a
     /// worst-case-sized reservation). `len` is clamped to the reserved length.
+    #[inline]
     pub fn commit_len(self, len: usize) {
         let len = u32::try_from(len).unwrap_or(u32::MAX).min(self.len);
         let p = self.producer;
@@ -284,6 +292,7 @@ impl Reservation<'_> {
 
 impl Deref for Reservation<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         let mem = &self.producer.mem;
         // SAFETY: `reserve` checked that header + `len` bytes at `off` lie inside the region
@@ -301,6 +310,7 @@ impl Deref for Reservation<'_> {
 }
 
 impl DerefMut for Reservation<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         let mem = &self.producer.mem;
         // SAFETY: as in `deref`; `&mut self` makes this the only live view of the range.
