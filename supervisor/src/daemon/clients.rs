@@ -123,7 +123,22 @@ impl ClientRt {
 
     fn write(&mut self, h: &ResultHeader, body: &[u8]) -> bool {
         let max = usize::try_from(self.seg.layout().tasks.max_record).unwrap_or(usize::MAX);
-        let body = &body[..body.len().min(max - RESULT_HEADER_SIZE)];
+        // A result larger than the client's ring accepts is not cut short silently: the client
+        // gets a failure saying why.
+        let too_large;
+        let (h, body) = if RESULT_HEADER_SIZE + body.len() > max {
+            too_large = format!(
+                "result of {} bytes exceeds this client's ring max_record of {max} bytes",
+                body.len()
+            );
+            let failed = ResultHeader {
+                status: amp_ipc::wire::ResultStatus::Failed,
+                ..*h
+            };
+            (failed, too_large.as_bytes())
+        } else {
+            (*h, body)
+        };
         match self
             .end
             .tasks

@@ -399,10 +399,6 @@ impl Daemon {
                     .chain(p.probe.as_ref().map(|pr| pr.child.pid.as_raw()))
             })
             .collect();
-        let Ok(entries) = std::fs::read_dir("/proc/self/task") else {
-            return;
-        };
-        drop(entries);
         // Children list of every thread of ampd: /proc/self/task/*/children.
         let mut children = Vec::new();
         if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
