@@ -56,6 +56,9 @@ pub struct Config {
     pub classes: Vec<ClassConfig>,
     /// Pipelines: the pipeline keys of every kind, `[[route]]` and `[[trigger]]`.
     pub pipeline: super::pipeline::PipelineConfig,
+    /// The adaptive controller: `[adapt]`, the kinds' `adapt` modes and the workers'
+    /// `min_replicas`/`max_replicas`/`autoscale` (default: every mode `off`).
+    pub adapt: crate::adapt::AdaptConfig,
 }
 
 /// Output format of ampd's own log.

@@ -154,7 +154,7 @@ impl Plane {
             );
         }
         let triggers = crate::pipeline::triggers::Triggers::new(cfg, Instant::now(), wall);
-        let mut adapt = crate::adapt::Controller::new(crate::adapt::AdaptConfig::default(), seed)?;
+        let mut adapt = crate::adapt::Controller::new(cfg.adapt.clone(), seed)?;
         for (name, k) in &cfg.kinds {
             adapt.set_kind(name, k.batch, k.timeout, Instant::now());
         }
@@ -896,13 +896,17 @@ impl Daemon {
             return;
         }
         for (k, r) in self.plane.routers.iter().enumerate() {
-            // The router does not track queued tasks' ages; the depth drives the decisions.
-            self.plane.adapt.observe_queue(
-                &self.plane.kind_names[k],
-                r.queued(),
-                Duration::ZERO,
-                now,
-            );
+            // Queue wait: the age of the longest-waiting task at the head of a class queue.
+            let delivery = &self.plane.delivery;
+            let wait = r
+                .queue_fronts()
+                .filter_map(|id| delivery.submitted_at(crate::delivery::TaskId(id)))
+                .map(|at| now.saturating_duration_since(at))
+                .max()
+                .unwrap_or_default();
+            self.plane
+                .adapt
+                .observe_queue(&self.plane.kind_names[k], r.queued(), wait, now);
         }
         let actions = self.plane.adapt.tick(now);
         self.carry_out_adapt(now, actions);
@@ -929,13 +933,12 @@ impl Daemon {
                     }
                 }
                 AdaptAction::SetTimeout { kind, timeout } => {
-                    // Run timeouts belong to the delivery core's kind settings, fixed at start:
-                    // the decision is recorded (and shown by `ampctl tune`) but not applied.
-                    tracing::info!(
-                        kind,
-                        ?timeout,
-                        "adaptive timeout proposed (not applied: fixed per kind)"
-                    );
+                    // Applies to tasks dispatched from now on; the kind's `on_timeout` decides
+                    // what a timeout does.
+                    if let Some(k) = kid(self, &kind) {
+                        let before = self.plane.delivery.set_run_timeout(k as u32, Some(timeout));
+                        tracing::info!(kind, ?before, ?timeout, "adaptive run timeout");
+                    }
                 }
                 AdaptAction::Adjust { unit, .. } => {
                     if let Some(p) = self.units.get(unit).and_then(|x| x.proc.as_ref()) {

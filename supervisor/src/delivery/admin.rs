@@ -5,7 +5,7 @@ use super::table::{Delivery, State, Task};
 use super::types::{
     DeliveryAction, DlqEntry, DlqSelect, FinalOutcome, TaskId, TaskState, Unfinished,
 };
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn public_state(state: &State) -> TaskState {
     match state {
@@ -224,6 +224,21 @@ impl Delivery {
     #[must_use]
     pub const fn answer_counts(&self) -> (u64, u64) {
         (self.answers, self.awaiting)
+    }
+
+    /// Sets the run timeout of kind `kind` for tasks dispatched from now on (tasks already in
+    /// flight keep the deadline they were dispatched with); `None` removes it. What happens when
+    /// it fires stays the kind's `on_timeout`. Returns the timeout that was in force, or `None`
+    /// for an unknown kind id as well.
+    pub fn set_run_timeout(&mut self, kind: u32, timeout: Option<Duration>) -> Option<Duration> {
+        let k = self.kinds.get_mut(kind as usize)?;
+        std::mem::replace(&mut k.timeout, timeout)
+    }
+
+    /// The run timeout of kind `kind` in force (`None`: none, or an unknown kind).
+    #[must_use]
+    pub fn kind_run_timeout(&self, kind: u32) -> Option<Duration> {
+        self.kinds.get(kind as usize).and_then(|k| k.timeout)
     }
 
     /// When task `id` was submitted; `None` once it is done (so not any more when its

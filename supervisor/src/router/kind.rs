@@ -450,6 +450,11 @@ impl KindRouter {
         self.queues.len()
     }
 
+    /// The task at the head of each class's queue (see [`KindQueues::fronts`]).
+    pub fn queue_fronts(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.queues.fronts()
+    }
+
     /// Queued tasks of `class`.
     ///
     /// # Panics

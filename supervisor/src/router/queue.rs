@@ -215,6 +215,12 @@ impl KindQueues {
         self.classes[class.0].queue.len()
     }
 
+    /// The task at the head of each class's FIFO (the longest-queued of the class, unless a
+    /// requeue put an older one in front), in class order.
+    pub fn fronts(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.classes.iter().filter_map(|c| c.queue.front().copied())
+    }
+
     /// Queues a new task at the tail of its class.
     ///
     /// # Errors

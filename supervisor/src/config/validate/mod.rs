@@ -43,6 +43,7 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
         &kinds,
         &classes,
     );
+    let adapt = crate::adapt::AdaptConfig::default();
     if c.errors.is_empty() {
         Ok(Config {
             path: origin.to_path_buf(),
@@ -51,6 +52,7 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
             kinds,
             classes,
             pipeline,
+            adapt,
         })
     } else {
         c.errors.sort_by_key(|d| (d.line, d.column));
