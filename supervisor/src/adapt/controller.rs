@@ -200,6 +200,33 @@ impl Controller {
         &self.config
     }
 
+    /// Replaces the configuration (a reloaded config file). A kind whose mode in the file
+    /// changed takes the new mode (as [`set_mode`](Self::set_mode)); a mode set at runtime for
+    /// a kind whose mode in the file did not change is kept. Groups, bounds and thresholds
+    /// apply from the next tick; window lengths apply to profiles created from now on.
+    ///
+    /// # Errors
+    /// [`AdaptConfigError`] when a setting cannot work; nothing is changed then.
+    pub fn reconfigure(
+        &mut self,
+        config: AdaptConfig,
+        now: Instant,
+    ) -> Result<Vec<AdaptAction>, AdaptConfigError> {
+        config.validate()?;
+        let changed: Vec<(String, Mode)> = self
+            .kinds
+            .keys()
+            .filter(|k| self.config.mode(k) != config.mode(k))
+            .map(|k| (k.clone(), config.mode(k)))
+            .collect();
+        self.config = config;
+        let mut out = Vec::new();
+        for (kind, mode) in changed {
+            out.extend(self.set_mode(&kind, mode, now));
+        }
+        Ok(out)
+    }
+
     pub(super) fn epoch(&mut self, now: Instant) -> Instant {
         *self.epoch.get_or_insert(now)
     }

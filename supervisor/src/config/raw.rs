@@ -4,6 +4,7 @@
 use super::model::{LogFormat, OnTimeout, RouterPolicy};
 use super::pipeline::FailurePolicy;
 use super::units::{Dur, SignalName, Size};
+use crate::adapt::Mode;
 use crate::spec::{
     DependencyCondition, Escalation, ReadinessProbe, RestartPolicy, Rlimits, StartupFailure,
 };
@@ -26,6 +27,7 @@ pub(super) struct RawConfig {
     pub class: Option<Spanned<Vec<Spanned<RawClass>>>>,
     pub route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     pub trigger: Option<Spanned<Vec<Spanned<RawTrigger>>>>,
+    pub adapt: Option<Spanned<RawAdapt>>,
 }
 
 /// `[supervisor]`.
@@ -77,6 +79,9 @@ pub(super) struct RawWorker {
     pub log_max_size: Option<Spanned<Size>>,
     pub log_keep: Option<Spanned<u32>>,
     pub concurrency: Option<Spanned<u32>>,
+    pub min_replicas: Option<Spanned<u32>>,
+    pub max_replicas: Option<Spanned<u32>>,
+    pub autoscale: Option<Mode>,
 }
 
 /// `depends_on`: a list of names (condition `ready`) or a table of name → condition.
@@ -166,6 +171,7 @@ pub(super) struct RawKind {
     pub cache: Option<Spanned<RawCache>>,
     pub fan_in: Option<Spanned<RawFanIn>>,
     pub child_failure: Option<FailurePolicy>,
+    pub adapt: Option<Mode>,
 }
 
 /// `cache = { ... }` of a kind.
@@ -264,4 +270,98 @@ pub(super) struct RawSubmit {
 pub(super) struct RawClass {
     pub name: Spanned<String>,
     pub weight: Option<Spanned<u32>>,
+}
+
+/// `[adapt]`: the adaptive controller (every key optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdapt {
+    pub mode: Option<Mode>,
+    pub interval: Option<Spanned<Dur>>,
+    pub window: Option<Spanned<RawAdaptWindow>>,
+    pub batch: Option<Spanned<RawAdaptBatch>>,
+    pub timeout: Option<Spanned<RawAdaptTimeout>>,
+    pub canary: Option<Spanned<RawAdaptCanary>>,
+    pub scale: Option<Spanned<RawAdaptScale>>,
+    pub param: Option<Vec<Spanned<RawAdaptParam>>>,
+}
+
+/// `[adapt.window]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdaptWindow {
+    pub initial: Option<f64>,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    pub tolerance: Option<f64>,
+    pub smoothing: Option<f64>,
+    pub allowance: Option<f64>,
+    pub backoff: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub long_window: Option<Dur>,
+    pub stall_factor: Option<f64>,
+    pub stall_min: Option<Dur>,
+    pub warmup: Option<Dur>,
+    pub warmup_fraction: Option<f64>,
+}
+
+/// `[adapt.batch]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdaptBatch {
+    pub latency_target: Option<Dur>,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    pub decrease: Option<f64>,
+}
+
+/// `[adapt.timeout]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdaptTimeout {
+    pub factor: Option<f64>,
+    pub min: Option<Dur>,
+    pub max: Option<Dur>,
+    pub hysteresis: Option<f64>,
+    pub min_samples: Option<u64>,
+}
+
+/// `[adapt.canary]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdaptCanary {
+    pub fraction: Option<f64>,
+    pub max_change_fraction: Option<f64>,
+    pub settle: Option<Dur>,
+    pub window: Option<Dur>,
+    pub min_samples: Option<u32>,
+    pub alpha: Option<f64>,
+    pub p99_margin: Option<f64>,
+    pub error_margin: Option<f64>,
+    pub rollout_step: Option<Dur>,
+    pub cooldown: Option<Dur>,
+}
+
+/// `[adapt.scale]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdaptScale {
+    pub queue_wait: Option<Dur>,
+    pub high_utilisation: Option<f64>,
+    pub low_utilisation: Option<f64>,
+    pub up_after: Option<Dur>,
+    pub down_cooldown: Option<Dur>,
+    pub up_cooldown: Option<Dur>,
+}
+
+/// `[[adapt.param]]`: a worker-applied parameter the tuner searches by canaries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdaptParam {
+    pub kind: Spanned<String>,
+    pub name: Spanned<String>,
+    pub initial: f64,
+    pub min: f64,
+    pub max: f64,
+    pub step: f64,
 }

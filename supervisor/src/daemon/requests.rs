@@ -323,6 +323,16 @@ impl Daemon {
                 }
                 self.cfg.kinds = new.kinds.clone();
                 self.apply(actions);
+                if new.adapt != self.cfg.adapt {
+                    let now = Instant::now();
+                    match self.plane.adapt.reconfigure(new.adapt.clone(), now) {
+                        Ok(actions) => {
+                            self.cfg.adapt = new.adapt.clone();
+                            self.carry_out_adapt(now, actions);
+                        }
+                        Err(e) => tracing::warn!("reload: adaptive settings not changed: {e}"),
+                    }
+                }
                 let detail = format!(
                     "added {added:?} removed {removed:?} changed {changed:?} scaled {scaled:?}"
                 );

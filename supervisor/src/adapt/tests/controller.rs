@@ -385,3 +385,27 @@ fn the_batch_grows_within_the_latency_target_and_halves_above_it() {
         .unwrap();
     assert!(d.evidence.before["p99_ms"] > 250.0);
 }
+
+#[test]
+fn reconfigure_changes_the_modes_the_file_changed_and_keeps_runtime_ones() {
+    let mut c = Controller::new(config(Mode::Off), 1).unwrap();
+    let now = Instant::now();
+    c.observe_worker_added(KIND, 0, "g", now);
+    c.observe_worker_added("other", 1, "g", now);
+    // A runtime switch of `other`.
+    let _ = c.set_mode("other", Mode::Advise, now);
+    // The file now says auto for KIND and nothing new for `other`.
+    let mut next = config(Mode::Auto);
+    next.scale.up_after = Duration::from_secs(7);
+    let _ = c.reconfigure(next, now).unwrap();
+    assert_eq!(c.mode(KIND), Mode::Auto);
+    assert_eq!(c.mode("other"), Mode::Advise);
+    assert_eq!(c.config().scale.up_after, Duration::from_secs(7));
+    // A setting that cannot work changes nothing.
+    let mut bad = config(Mode::Off);
+    bad.window.min = 10;
+    bad.window.max = 2;
+    assert!(c.reconfigure(bad, now).is_err());
+    assert_eq!(c.mode(KIND), Mode::Auto);
+    assert_eq!(c.config().scale.up_after, Duration::from_secs(7));
+}

@@ -1,5 +1,6 @@
 //! Unit tests of the config module: every error class at its exact position, and the model.
 
+mod adapt;
 mod errors;
 mod model;
 mod pipeline;

@@ -1,6 +1,7 @@
 //! Raw schema → typed model: applies defaults, resolves paths, and collects every impossible
 //! value as a [`Diagnostic`] pointing at the offending key.
 
+mod adapt;
 mod deps;
 mod mode;
 mod parts;
@@ -30,9 +31,15 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
         base: origin.parent().unwrap_or(Path::new("")).to_path_buf(),
         errors: Vec::new(),
     };
+    let mut raw = raw;
     let supervisor = c.supervisor(raw.supervisor);
+    let groups = adapt::take_groups(&mut raw.workers);
     let workers = c.workers(raw.workers, &supervisor);
     let (kinds, kind_tables) = c.kinds(raw.kinds, &workers);
+    let kind_modes = kind_tables
+        .iter()
+        .filter_map(|(name, k)| k.adapt.map(|m| (name.clone(), m)))
+        .collect();
     let classes = c.classes(raw.class);
     let pipeline = c.pipeline(
         pipeline::RawPipeline {
@@ -43,7 +50,7 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
         &kinds,
         &classes,
     );
-    let adapt = crate::adapt::AdaptConfig::default();
+    let adapt = c.adapt(raw.adapt, kind_modes, groups, &kinds, &workers);
     if c.errors.is_empty() {
         Ok(Config {
             path: origin.to_path_buf(),

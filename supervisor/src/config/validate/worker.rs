@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
 /// Most replicas of one worker.
-const MAX_REPLICAS: u32 = 1024;
+pub(super) const MAX_REPLICAS: u32 = 1024;
 
 impl Checker<'_> {
     pub(super) fn workers(
