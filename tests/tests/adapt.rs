@@ -63,3 +63,154 @@ concurrency = 64
     drop(c);
     let _ = d.shutdown(T);
 }
+
+/// Submits `n` sleep tasks of `ms` milliseconds and waits for every result to be `Ok`.
+fn sleep_batch(c: &mut Client, n: u32, ms: u32) {
+    let tickets: Vec<_> = (0..n)
+        .map(|i| c.submit("sleep", format!("{ms} {i}").as_bytes()).unwrap())
+        .collect();
+    for t in tickets {
+        assert_eq!(c.wait_for(t, T).unwrap().status, ResultStatus::Ok);
+    }
+}
+
+#[test]
+fn config_auto_mode_derives_and_applies_the_run_timeout() {
+    // `adapt = "auto"` from the file (no runtime switch); the run timeout follows the tail.
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.s]
+command = "amp-sleep"
+kinds = ["sleep"]
+replicas = 2
+concurrency = 4
+
+[kinds.sleep]
+adapt = "auto"
+
+[adapt]
+timeout = { factor = 4, min = "200ms", max = "1s", min_samples = 50 }
+"#,
+    );
+    d.wait_ready(&["s#0", "s#1"], T);
+    let r = d
+        .request(serde_json::json!({"cmd": "tune", "op": "show"}))
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert!(
+        serde_json::to_string(&r.data).unwrap().contains("\"auto\""),
+        "the file's mode is not in force: {:?}",
+        r.data
+    );
+    let mut c = Client::connect(&d.socket).unwrap();
+    // Without a timeout a 3 s task would succeed; after enough fast samples the controller sets
+    // a run timeout of at most 1 s.
+    let s = d.wait_for("a run-timeout decision", T, |s| {
+        let found = s
+            .events
+            .iter()
+            .any(|e| e.kind == "adjustment" && e.detail.contains("timeout"));
+        if !found {
+            sleep_batch(&mut c, 100, 2);
+        }
+        found
+    });
+    let adj = s
+        .events
+        .iter()
+        .find(|e| e.kind == "adjustment" && e.detail.contains("timeout"))
+        .unwrap();
+    assert!(adj.detail.contains("evidence"), "{}", adj.detail);
+    let t = c.submit("sleep", b"3000 long").unwrap();
+    let res = c.wait_for(t, T).unwrap();
+    assert_eq!(
+        res.status,
+        ResultStatus::Failed,
+        "the adaptive timeout was not applied: {res:?}"
+    );
+    let body = String::from_utf8_lossy(&res.body);
+    assert!(body.contains("timed out"), "{body}");
+    drop(c);
+    let _ = d.shutdown(T);
+}
+
+#[test]
+fn autoscaler_scales_up_under_backlog_and_down_after_cooldown_with_a_drain() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.s]
+command = "amp-sleep"
+kinds = ["sleep"]
+replicas = 1
+min_replicas = 1
+max_replicas = 3
+autoscale = "auto"
+concurrency = 2
+
+[adapt.scale]
+queue_wait = "50ms"
+up_after = "300ms"
+up_cooldown = "300ms"
+down_cooldown = "1500ms"
+"#,
+    );
+    d.wait_ready(&["s"], T);
+    let mut c = Client::connect(&d.socket).unwrap();
+    // A backlog: 400 tasks of 10 ms on one serial worker is 4 s of work.
+    let tickets: Vec<_> = (0..400)
+        .map(|i| c.submit("sleep", format!("10 {i}").as_bytes()).unwrap())
+        .collect();
+    let up = d.wait_for("a second replica ready", T, |s| {
+        s.workers
+            .iter()
+            .filter(|w| (w.name == "s" || w.name.starts_with("s#")) && w.state == "ready")
+            .count()
+            >= 2
+    });
+    assert!(
+        up.events
+            .iter()
+            .any(|e| e.kind == "adjustment" && e.detail.contains("replicas")),
+        "scaled without a decision event: {:?}",
+        up.events
+    );
+    for t in tickets {
+        assert_eq!(c.wait_for(t, T).unwrap().status, ResultStatus::Ok);
+    }
+    // Idle: back to min_replicas, the extra replicas drained (not killed with work).
+    let down = d.wait_for("back to one replica", T, |s| {
+        s.workers
+            .iter()
+            .filter(|w| (w.name == "s" || w.name.starts_with("s#")) && w.state == "ready")
+            .count()
+            == 1
+    });
+    let seq = |kind: &str, needle: &str| {
+        down.events
+            .iter()
+            .find(|e| e.kind == kind && e.detail.contains(needle))
+            .map(|e| e.seq)
+    };
+    let drained = down
+        .events
+        .iter()
+        .find(|e| e.kind == "draining" && e.unit.starts_with("s#"))
+        .map(|e| e.seq)
+        .expect("a replica was drained before it stopped");
+    let scaled_down = seq("adjustment", "scale down").expect("a scale-down decision");
+    let removed = down
+        .events
+        .iter()
+        .find(|e| e.kind == "exited" && e.unit.starts_with("s#"))
+        .map(|e| e.seq)
+        .expect("a replica stopped");
+    assert!(
+        drained < removed && scaled_down < removed,
+        "{:?}",
+        down.events
+    );
+    drop(c);
+    let _ = d.shutdown(T);
+}
