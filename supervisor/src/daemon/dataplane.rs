@@ -80,6 +80,10 @@ pub struct Plane {
     waiters: IdMap<Waiter>,
     next_control_tag: u64,
     dispatch_buf: Vec<Dispatch>,
+    /// Reused per completion (taken while in use, so nested use allocates its own).
+    action_buf: Vec<DeliveryAction>,
+    /// Reused per answer, like `action_buf`.
+    flow_buf: Vec<crate::pipeline::FlowAction>,
     /// Units whose tasks ring has unpublished records.
     dirty_units: Vec<usize>,
     /// Clients whose results ring has unpublished records.
@@ -171,6 +175,8 @@ impl Plane {
             waiters: IdMap::default(),
             next_control_tag: 1,
             dispatch_buf: Vec::new(),
+            action_buf: Vec::new(),
+            flow_buf: Vec::new(),
             dirty_units: Vec::new(),
             dirty_clients: Vec::new(),
             busy: false,
@@ -260,10 +266,10 @@ enum FromRing {
     Sub(TaskHeader, Vec<u8>),
 }
 
-fn status_and_body(o: &FinalOutcome) -> (ResultStatus, Vec<u8>) {
+fn status_and_body(o: FinalOutcome) -> (ResultStatus, Vec<u8>) {
     match o {
-        FinalOutcome::Ok(b) => (ResultStatus::Ok, b.clone()),
-        FinalOutcome::Failed { message } => (ResultStatus::Failed, message.clone().into_bytes()),
+        FinalOutcome::Ok(b) => (ResultStatus::Ok, b),
+        FinalOutcome::Failed { message } => (ResultStatus::Failed, message.into_bytes()),
         FinalOutcome::DeadlineExceeded => (
             ResultStatus::DeadlineExceeded,
             b"deadline exceeded before dispatch".to_vec(),
@@ -272,15 +278,13 @@ fn status_and_body(o: &FinalOutcome) -> (ResultStatus, Vec<u8>) {
             ResultStatus::Failed,
             format!("timed out: still running after {after:?}").into_bytes(),
         ),
-        FinalOutcome::DeadLettered { reason } => {
-            (ResultStatus::DeadLettered, reason.clone().into_bytes())
-        }
-        FinalOutcome::LoopLimit { payload, .. } => (ResultStatus::LoopLimit, payload.clone()),
+        FinalOutcome::DeadLettered { reason } => (ResultStatus::DeadLettered, reason.into_bytes()),
+        FinalOutcome::LoopLimit { payload, .. } => (ResultStatus::LoopLimit, payload),
         FinalOutcome::Cancelled { reason } => (
             ResultStatus::Failed,
             format!("cancelled: {reason}").into_bytes(),
         ),
-        FinalOutcome::Rejected { reason } => (ResultStatus::Rejected, reason.clone().into_bytes()),
+        FinalOutcome::Rejected { reason } => (ResultStatus::Rejected, reason.into_bytes()),
     }
 }
 
@@ -409,9 +413,9 @@ impl Daemon {
             );
             None
         };
-        let Some(kname) = self.plane.kind_names.get(kind as usize).cloned() else {
+        if kind as usize >= self.plane.kind_names.len() {
             return reject(self, format!("kind id {kind} is not served by this ampd"));
-        };
+        }
         if self.plane.paused {
             return reject(
                 self,
@@ -423,13 +427,16 @@ impl Daemon {
         }
         if let Some(max) = self.plane.max_payload[kind as usize] {
             if payload.len() > max {
-                return reject(self, format!("payload of {} bytes exceeds the {max} bytes kind {kname}'s workers accept (ring max_record)", payload.len()));
+                let kname = &self.plane.kind_names[kind as usize];
+                let reason = format!("payload of {} bytes exceeds the {max} bytes kind {kname}'s workers accept (ring max_record)", payload.len());
+                return reject(self, reason);
             }
         }
         // Deterministic kinds: identical tasks run once (coalesced), known results are reused.
         let mut exec_key = None;
         if let Some(cache) = self.plane.caches[kind as usize].as_mut() {
-            let key = crate::pipeline::cache::CacheKey::new(&kname, &payload);
+            let kname = &self.plane.kind_names[kind as usize];
+            let key = crate::pipeline::cache::CacheKey::new(kname, &payload);
             match cache.lookup(now, std::time::SystemTime::now(), &key, to) {
                 crate::pipeline::cache::Lookup::Hit(bytes) => {
                     self.deliver(now, to, TaskId(0), kind, class, FinalOutcome::Ok(bytes));
@@ -491,7 +498,6 @@ impl Daemon {
         idempotency_key: Option<String>,
         parent: Option<TaskId>,
     ) -> Option<TaskId> {
-        let kname = self.plane.kind_names[kind as usize].clone();
         let reject = |this: &mut Self, reason: String| {
             if let Some(r) = this.plane.rejected.get_mut(kind as usize) {
                 *r += 1;
@@ -512,8 +518,18 @@ impl Daemon {
         t.parent = parent;
         match self.plane.delivery.submit(now, t) {
             Ok(Submitted::Queued(id)) => {
-                self.plane.meta.insert(id.0, Meta { since: now, attempt: 0, kind, class });
-                if let Err(full) = self.plane.routers[kind as usize].submit(id.0, ClassId::new(class)) {
+                self.plane.meta.insert(
+                    id.0,
+                    Meta {
+                        since: now,
+                        attempt: 0,
+                        kind,
+                        class,
+                    },
+                );
+                if let Err(full) =
+                    self.plane.routers[kind as usize].submit(id.0, ClassId::new(class))
+                {
                     // Take it back out of the delivery core as if never submitted (this also
                     // frees its idempotency key), and refuse it.
                     self.plane.delivery.withdraw(id);
@@ -523,10 +539,11 @@ impl Daemon {
                 Some(id)
             }
             Ok(Submitted::Joined(id)) => Some(id),
-            Err(crate::delivery::SubmitError::QueueFull { limit, .. }) => reject(
-                self,
-                format!("queue of kind {kname} is full ({limit} tasks queued); retry later or raise queue_limit in [kinds.{kname}]"),
-            ),
+            Err(crate::delivery::SubmitError::QueueFull { limit, .. }) => {
+                let kname = &self.plane.kind_names[kind as usize];
+                let reason = format!("queue of kind {kname} is full ({limit} tasks queued); retry later or raise queue_limit in [kinds.{kname}]");
+                reject(self, reason)
+            }
             Err(e) => reject(self, e.to_string()),
         }
     }
@@ -608,11 +625,19 @@ impl Daemon {
                     self.plane.flights.insert(h.id, f);
                 }
             }
-            let actions = self
-                .plane
-                .delivery
-                .completed(now, u, TaskId(h.id), h.attempt, outcome);
-            self.carry_out(now, actions);
+            let mut actions = std::mem::take(&mut self.plane.action_buf);
+            self.plane.delivery.completed_into(
+                now,
+                u,
+                TaskId(h.id),
+                h.attempt,
+                outcome,
+                &mut actions,
+            );
+            for a in actions.drain(..) {
+                self.carry_out_one(now, a);
+            }
+            self.plane.action_buf = actions;
         }
         if let Some(why) = bad {
             // Shared memory written by the worker is untrusted: a malformed ring is the worker's
@@ -746,64 +771,69 @@ impl Daemon {
     /// Carries out delivery actions.
     pub(super) fn carry_out(&mut self, now: Instant, actions: Vec<DeliveryAction>) {
         for a in actions {
-            match a {
-                DeliveryAction::Requeue {
-                    id,
-                    kind,
-                    class,
-                    front,
-                } => {
-                    let mut flow = Vec::new();
-                    self.plane.pipeline.task_restarted(id, &mut flow);
-                    let r = &mut self.plane.routers[kind as usize];
-                    // Accepted once, never refused later: both ignore the queue limit.
-                    if front {
-                        r.requeue(id.0, ClassId::new(class));
-                    } else {
-                        r.requeue_back(id.0, ClassId::new(class));
-                    }
-                    self.run_flow(now, flow);
+            self.carry_out_one(now, a);
+        }
+    }
+
+    /// Carries out one delivery action.
+    fn carry_out_one(&mut self, now: Instant, a: DeliveryAction) {
+        match a {
+            DeliveryAction::Requeue {
+                id,
+                kind,
+                class,
+                front,
+            } => {
+                let mut flow = Vec::new();
+                self.plane.pipeline.task_restarted(id, &mut flow);
+                let r = &mut self.plane.routers[kind as usize];
+                // Accepted once, never refused later: both ignore the queue limit.
+                if front {
+                    r.requeue(id.0, ClassId::new(class));
+                } else {
+                    r.requeue_back(id.0, ClassId::new(class));
                 }
-                DeliveryAction::Deliver { to, id, outcome } => {
-                    let m = self.plane.meta.get(&id.0).copied();
-                    let (kind, class) = m.map_or((0, 0), |m| (m.kind, m.class));
-                    self.deliver(now, to, id, kind, class, outcome);
+                self.run_flow(now, flow);
+            }
+            DeliveryAction::Deliver { to, id, outcome } => {
+                let m = self.plane.meta.get(&id.0).copied();
+                let (kind, class) = m.map_or((0, 0), |m| (m.kind, m.class));
+                self.deliver(now, to, id, kind, class, outcome);
+            }
+            DeliveryAction::KillWorker { unit, id } => {
+                tracing::warn!(unit = %self.units[unit].name, task = id.0, "task ran past its kind's timeout: killing the worker");
+                if let Some(p) = &self.units[unit].proc {
+                    let _ = crate::sys::signal_group(p.pid, nix::sys::signal::Signal::SIGKILL);
                 }
-                DeliveryAction::KillWorker { unit, id } => {
-                    tracing::warn!(unit = %self.units[unit].name, task = id.0, "task ran past its kind's timeout: killing the worker");
-                    if let Some(p) = &self.units[unit].proc {
-                        let _ = crate::sys::signal_group(p.pid, nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-                DeliveryAction::ScheduleRetry { id, attempt, at } => {
-                    let mut flow = Vec::new();
-                    self.plane.pipeline.task_restarted(id, &mut flow);
-                    self.run_flow(now, flow);
-                    tracing::debug!(
-                        task = id.0,
-                        attempt,
-                        in_ms = at.saturating_duration_since(now).as_millis() as u64,
-                        "retry scheduled"
-                    );
-                }
-                DeliveryAction::DeadLetter { id, reason } => {
-                    tracing::warn!(task = id.0, "dead-lettered: {reason}");
-                    self.push_event(
-                        String::new(),
-                        "dead_lettered",
-                        format!("task {} {reason}", id.0),
-                    );
-                }
-                DeliveryAction::Abandoned { id, unit } => {
-                    tracing::debug!(task = id.0, unit, "abandoned")
-                }
-                DeliveryAction::RerunFinished { id, outcome } => {
-                    tracing::info!(
-                        task = id.0,
-                        ok = outcome.is_ok(),
-                        "dead-letter re-run finished"
-                    );
-                }
+            }
+            DeliveryAction::ScheduleRetry { id, attempt, at } => {
+                let mut flow = Vec::new();
+                self.plane.pipeline.task_restarted(id, &mut flow);
+                self.run_flow(now, flow);
+                tracing::debug!(
+                    task = id.0,
+                    attempt,
+                    in_ms = at.saturating_duration_since(now).as_millis() as u64,
+                    "retry scheduled"
+                );
+            }
+            DeliveryAction::DeadLetter { id, reason } => {
+                tracing::warn!(task = id.0, "dead-lettered: {reason}");
+                self.push_event(
+                    String::new(),
+                    "dead_lettered",
+                    format!("task {} {reason}", id.0),
+                );
+            }
+            DeliveryAction::Abandoned { id, unit } => {
+                tracing::debug!(task = id.0, unit, "abandoned")
+            }
+            DeliveryAction::RerunFinished { id, outcome } => {
+                tracing::info!(
+                    task = id.0,
+                    ok = outcome.is_ok(),
+                    "dead-letter re-run finished"
+                );
             }
         }
     }
@@ -844,17 +874,24 @@ impl Daemon {
                 .delivered(w, id, kind, class, outcome.clone(), &mut flow);
             self.run_flow(now, flow);
         }
-        let mut flow = Vec::new();
+        // A reused buffer: this runs once per answered task.
+        let mut flow = std::mem::take(&mut self.plane.flow_buf);
         self.plane
             .pipeline
             .delivered(to, id, kind, class, outcome, &mut flow);
-        self.run_flow(now, flow);
+        self.run_flow_drain(now, &mut flow);
+        self.plane.flow_buf = flow;
     }
 
     /// Carries out what the pipeline asks for.
-    fn run_flow(&mut self, now: Instant, flow: Vec<crate::pipeline::FlowAction>) {
+    fn run_flow(&mut self, now: Instant, mut flow: Vec<crate::pipeline::FlowAction>) {
+        self.run_flow_drain(now, &mut flow);
+    }
+
+    /// Carries out (and removes) what the pipeline asks for in `flow`.
+    fn run_flow_drain(&mut self, now: Instant, flow: &mut Vec<crate::pipeline::FlowAction>) {
         use crate::pipeline::FlowAction;
-        for a in flow {
+        for a in flow.drain(..) {
             match a {
                 FlowAction::Answer {
                     to,
@@ -1088,7 +1125,7 @@ impl Daemon {
 
     /// Sends a final outcome to its submitter.
     fn answer(&mut self, now: Instant, to: Submitter, id: TaskId, outcome: FinalOutcome) {
-        let (status, body) = status_and_body(&outcome);
+        let (status, body) = status_and_body(outcome);
         if to.client == CONTROL_CLIENT {
             let attempts = self.plane.meta.remove(&id.0).map_or(0, |m| m.attempt);
             let Some(w) = self.plane.waiters.remove(&to.tag) else {

@@ -204,31 +204,45 @@ impl Delivery {
         attempt: u32,
         outcome: Outcome,
     ) -> Vec<DeliveryAction> {
+        let mut out = Vec::new();
+        self.completed_into(now, unit, id, attempt, outcome, &mut out);
+        out
+    }
+
+    /// [`Delivery::completed`], appending the actions to `out` (the event loop reuses one
+    /// buffer for every completion).
+    pub fn completed_into(
+        &mut self,
+        now: Instant,
+        unit: usize,
+        id: TaskId,
+        attempt: u32,
+        outcome: Outcome,
+        out: &mut Vec<DeliveryAction>,
+    ) {
         let Some(key) = self.key_of(id) else {
             self.stats.total.late_dropped += 1;
-            return Vec::new();
+            return;
         };
         let t = &self.tasks[key];
         let current =
             t.attempt == attempt && matches!(t.state, State::InFlight { unit: u, .. } if u == unit);
         if !current {
             self.stats.bump(t.kind, |c| c.late_dropped += 1);
-            return Vec::new();
+            return;
         }
-        let mut out = Vec::new();
         match outcome {
-            Outcome::Ok(bytes) => self.finish(key, FinalOutcome::Ok(bytes), &mut out),
+            Outcome::Ok(bytes) => self.finish(key, FinalOutcome::Ok(bytes), out),
             Outcome::Err {
                 retryable: false,
                 message,
-            } => self.finish(key, FinalOutcome::Failed { message }, &mut out),
+            } => self.finish(key, FinalOutcome::Failed { message }, out),
             Outcome::Err {
                 retryable: true,
                 message,
-            } => self.retry_or_give_up(now, key, &message, &mut out),
-            Outcome::Loopback { payload, reason } => self.loopback(key, payload, reason, &mut out),
+            } => self.retry_or_give_up(now, key, &message, out),
+            Outcome::Loopback { payload, reason } => self.loopback(key, payload, reason, out),
         }
-        out
     }
 
     fn retry_or_give_up(
