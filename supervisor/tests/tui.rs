@@ -1,6 +1,7 @@
 //! `ampctl top`: the model built from canned ampd answers (rates, sorting, selection, events,
-//! link state), one rendered frame compared with a stored snapshot, and the real binary driven
-//! in tmux against a real ampd (skipped when tmux is missing).
+//! link state, the adaptive controller's decisions), rendered frames (one compared with a
+//! stored snapshot), and the real binary driven in tmux against a real ampd (skipped when tmux
+//! is missing).
 //!
 //! To refresh the stored frame after an intended change of the view:
 //! `AMP_UPDATE_SNAPSHOTS=1 cargo test -p amp-supervisor --test tui`, then review the diff.
@@ -11,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use amp_supervisor::control::client;
 use amp_supervisor::tui::model::{
-    Command, Input, Link, Model, Snapshot, SortKey, Update, EVENTS_KEPT,
+    Adaptive, Command, Controller, DecisionRow, Input, Link, Model, Snapshot, SortKey, Update,
+    DECISIONS_KEPT, EVENTS_KEPT,
 };
 use amp_supervisor::tui::{input_for_key, view, TopError};
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 use serde_json::{json, Value};
 
@@ -119,6 +122,62 @@ fn stat(kind: &str, worker: &str, completed: u64, errors: u64, p99: f64) -> Valu
            "throughput_per_s": 84.78, "worker": worker})
 }
 
+/// A decision as ampd serializes it (`adapt::Decision`).
+fn decision(id: u64, at_s: f64, kind: &str, target: Value, change: Value, state: &str) -> Value {
+    json!({"id": id, "at_s": at_s, "kind": kind, "target": target, "change": change,
+           "evidence": {"reason": "rule fired", "before": {}, "after": {}}, "state": state})
+}
+
+/// The `tune show` answer of poll `i`: sleep in advise mode; a window decision applied at
+/// once, a batch decision proposed at the second poll and still waiting, a timeout decision
+/// and a scale-up at the third.
+fn tune(i: u32) -> Value {
+    let mut decisions = vec![json!({
+        "id": 1, "at_s": 0.4, "kind": "sleep",
+        "target": {"type": "worker", "unit": 1},
+        "change": {"type": "window", "from": 64, "to": 12},
+        "evidence": {"reason": "Gradient2", "before": {"window": 64.0, "short_rtt_ms": 3.5,
+                     "long_rtt_ms": 2.25}, "after": {"window": 12.0}},
+        "state": "applied"
+    })];
+    if i >= 1 {
+        decisions.push(json!({
+            "id": 2, "at_s": 30.25, "kind": "sleep", "target": {"type": "kind"},
+            "change": {"type": "batch", "from": 32, "to": 16},
+            "evidence": {"reason": "p99 above target", "before": {"batch": 32.0, "p99_ms": 120.0,
+                         "target_ms": 50.0}, "after": {"batch": 16.0}},
+            "state": "proposed"
+        }));
+    }
+    if i >= 2 {
+        decisions.push(json!({
+            "id": 3, "at_s": 31.5, "kind": "sleep", "target": {"type": "kind"},
+            "change": {"type": "timeout", "from_ms": 100.0, "to_ms": 400.0},
+            "evidence": {"reason": "timeout from p99", "before": {"p99_ms": 133.3},
+                         "after": {"timeout_ms": 400.0}},
+            "state": "applied"
+        }));
+        decisions.push(json!({
+            "id": 4, "at_s": 32.0, "kind": "sleep", "target": {"type": "group", "worker": "sleep"},
+            "change": {"type": "replicas", "from": 2, "to": 3, "drain": null},
+            "evidence": {"reason": "scale up: backlog and high utilisation sustained",
+                         "before": {"queue_depth": 370.0, "queue_wait_ms": 396.25,
+                                    "replicas": 2.0, "utilisation": 0.97},
+                         "after": {"replicas": 3.0}},
+            "state": "applied"
+        }));
+    }
+    json!({
+        "kinds": {
+            "echo": {"mode": "off", "batch": 32, "timeout_ms": null, "workers": []},
+            "sleep": {"mode": "advise", "batch": 32, "timeout_ms": 400.0,
+                      "queue": {"depth": 9, "wait_ms": 12.0}, "workers": []}
+        },
+        "groups": {"sleep": {"replicas": 2, "desired": 3, "utilisation": 0.97}},
+        "decisions": decisions
+    })
+}
+
 /// Three polls, one second apart: echo does 20 tasks/s at 25% CPU, sleep#0 4/s at 5%,
 /// sleep#1 is killed and restarted between the second and third poll.
 fn poll(i: u32) -> Snapshot {
@@ -158,7 +217,29 @@ fn poll(i: u32) -> Snapshot {
         2 => json!({"events": restart_events(), "follow": false}),
         _ => json!({"events": [], "follow": false}),
     };
-    Snapshot::from_data(status, &workers, &stats, &events).expect("canned answers parse")
+    Snapshot::from_data(status, &workers, &stats, &events)
+        .expect("canned answers parse")
+        .with_tune(Ok(tune(i)))
+}
+
+/// A poll with no workers, no stats, no events, and the given `tune show` answer.
+fn bare_poll(pid: u32, tune: Result<Value, String>) -> Snapshot {
+    Snapshot::from_data(
+        status(pid, 1.0, (0, 0), 0, false),
+        &json!({"workers": []}),
+        &json!({"stats": []}),
+        &json!({"events": []}),
+    )
+    .unwrap()
+    .with_tune(tune)
+}
+
+fn tune_with(decisions: Vec<Value>) -> Value {
+    json!({"kinds": {"k": {"mode": "auto"}}, "decisions": decisions})
+}
+
+fn ids(m: &Model) -> Vec<u64> {
+    m.decisions().iter().map(|d| d.id).collect()
 }
 
 fn snapshot_at(model: &mut Model, snap: Snapshot, secs: f64) {
@@ -353,6 +434,260 @@ fn malformed_answers_are_named() {
         matches!(err, TopError::Malformed { what: "status", .. }),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The adaptive controller.
+
+fn parse(d: Value) -> DecisionRow {
+    DecisionRow::from_json(&d).unwrap_or_else(|| panic!("no row from {d}"))
+}
+
+#[test]
+fn every_change_type_is_summarised() {
+    let worker = json!({"type": "worker", "unit": 3});
+    let kind = json!({"type": "kind"});
+    let cases = [
+        (
+            worker.clone(),
+            json!({"type": "window", "from": 64, "to": 12}),
+            "sleep/unit 3: window 64→12",
+        ),
+        (
+            kind.clone(),
+            json!({"type": "batch", "from": 32, "to": 16}),
+            "sleep: batch 32→16",
+        ),
+        (
+            kind.clone(),
+            json!({"type": "timeout", "from_ms": 100.0, "to_ms": 400.0}),
+            "sleep: timeout 100ms→400ms",
+        ),
+        (
+            kind.clone(),
+            json!({"type": "timeout", "from_ms": null, "to_ms": 12.5}),
+            "sleep: timeout none→12.5ms",
+        ),
+        (
+            json!({"type": "workers", "units": [1, 4]}),
+            json!({"type": "canary", "from": {"chunk": 8.0, "spin": 2.0},
+                   "to": {"chunk": 16.0, "spin": 2.0}, "control": [2, 5]}),
+            "sleep/units 1,4: canary chunk 8→16 (control units 2,5)",
+        ),
+        (
+            json!({"type": "workers", "units": [2, 3, 5]}),
+            json!({"type": "adopt", "canary": 7, "params": {"chunk": 16.0}}),
+            "sleep/units 2,3,5: adopt #7: chunk=16",
+        ),
+        (
+            json!({"type": "workers", "units": [1, 4]}),
+            json!({"type": "rollback", "canary": 7, "params": {"chunk": 8.0, "spin": 0.25}}),
+            "sleep/units 1,4: roll back #7: chunk=8, spin=0.25",
+        ),
+        (
+            json!({"type": "group", "worker": "s"}),
+            json!({"type": "replicas", "from": 1, "to": 2, "drain": null}),
+            "s: replicas 1→2",
+        ),
+        (
+            json!({"type": "group", "worker": "s"}),
+            json!({"type": "replicas", "from": 3, "to": 2, "drain": 5}),
+            "s: replicas 3→2, drain unit 5",
+        ),
+        // Something a newer ampd might send: named, not refused.
+        (
+            json!({"type": "cluster"}),
+            json!({"type": "affinity", "from": 1}),
+            "sleep: affinity",
+        ),
+    ];
+    for (i, (target, change, want)) in cases.into_iter().enumerate() {
+        let d = parse(decision(
+            i as u64 + 1,
+            1.0,
+            "sleep",
+            target,
+            change,
+            "applied",
+        ));
+        assert_eq!(d.summary, want);
+        assert_eq!((d.id, d.kind.as_str()), (i as u64 + 1, "sleep"));
+    }
+}
+
+#[test]
+fn evidence_shows_the_figures_before_and_after() {
+    let d = parse(json!({
+        "id": 9, "at_s": 0.4, "kind": "s", "target": {"type": "group", "worker": "s"},
+        "change": {"type": "replicas", "from": 1, "to": 2, "drain": null},
+        "evidence": {"reason": "scale up: backlog and high utilisation sustained",
+                     "before": {"p": 0.126, "queue_depth": 370.0, "queue_wait_ms": 396.25,
+                                "replicas": 1.0, "utilisation": 1.0},
+                     "after": {"replicas": 2.0, "samples": 40.0}},
+        "state": "proposed"
+    }));
+    assert_eq!(d.summary, "s: replicas 1→2");
+    assert_eq!(d.reason, "scale up: backlog and high utilisation sustained");
+    assert_eq!(
+        d.evidence,
+        "p 0.13, queue_depth 370, queue_wait_ms 396, replicas 1→2, utilisation 1, samples →40"
+    );
+    assert_eq!((d.state.as_str(), d.is_proposed()), ("proposed", true));
+    assert!((d.at_s - 0.4).abs() < 1e-9);
+
+    // Missing members: defaults, not a failure.
+    let bare = parse(json!({"id": 3}));
+    assert_eq!(
+        (
+            bare.summary.as_str(),
+            bare.state.as_str(),
+            bare.reason.as_str(),
+            bare.evidence.as_str()
+        ),
+        ("?: ?", "?", "", "")
+    );
+    // No id: not a decision.
+    assert_eq!(DecisionRow::from_json(&json!({"kind": "s"})), None);
+    assert_eq!(DecisionRow::from_json(&json!({"id": "1"})), None);
+}
+
+#[test]
+fn tune_answers_are_read_leniently() {
+    let a = Adaptive::from_data(&tune(2)).unwrap();
+    assert_eq!(
+        a.modes,
+        [
+            ("echo".into(), "off".into()),
+            ("sleep".into(), "advise".into())
+        ]
+    );
+    assert_eq!(
+        a.decisions.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    // Members missing: none of them.
+    let a = Adaptive::from_data(&json!({"decisions": [{"id": 1}, {"no": "id"}]})).unwrap();
+    assert!(a.modes.is_empty());
+    assert_eq!(a.decisions.len(), 1);
+    let a = Adaptive::from_data(&json!({"kinds": {"k": {}}})).unwrap();
+    assert_eq!(a.modes, [("k".into(), "?".into())]);
+    assert!(a.decisions.is_empty());
+    // Not a controller description.
+    for bad in [json!(null), json!([]), json!({"other": 1})] {
+        let err = Adaptive::from_data(&bad).unwrap_err();
+        assert!(err.contains("unexpected `tune show` answer"), "{err}");
+    }
+    // A refusal is passed on as it came.
+    let refused = "ampd refused `tune`: bad request: unknown variant `tune`".to_owned();
+    assert_eq!(Adaptive::from_answer(Err(refused.clone())), Err(refused));
+    // Only the newest are read.
+    let many: Vec<Value> = (1..=3 * DECISIONS_KEPT as u64)
+        .map(|id| {
+            decision(
+                id,
+                1.0,
+                "k",
+                json!({"type": "kind"}),
+                json!({"type": "batch", "from": 1, "to": 2}),
+                "applied",
+            )
+        })
+        .collect();
+    let a = Adaptive::from_data(&tune_with(many)).unwrap();
+    assert_eq!(a.decisions.len(), DECISIONS_KEPT);
+    assert_eq!(a.decisions[0].id, 2 * DECISIONS_KEPT as u64 + 1);
+    assert_eq!(a.decisions.last().unwrap().id, 3 * DECISIONS_KEPT as u64);
+}
+
+#[test]
+fn decisions_are_merged_by_id_and_bounded() {
+    let batch = |id: u64, state: &str| {
+        decision(
+            id,
+            id as f64,
+            "k",
+            json!({"type": "kind"}),
+            json!({"type": "batch", "from": 8, "to": 4}),
+            state,
+        )
+    };
+    let mut m = Model::new("s");
+    assert_eq!(m.controller(), &Controller::Unknown);
+    snapshot_at(
+        &mut m,
+        bare_poll(
+            7,
+            Ok(tune_with(vec![batch(1, "applied"), batch(2, "proposed")])),
+        ),
+        0.0,
+    );
+    assert_eq!(
+        m.controller(),
+        &Controller::Available {
+            modes: vec![("k".into(), "auto".into())]
+        }
+    );
+    assert_eq!(ids(&m), [1, 2]);
+    assert!(m.decisions()[1].is_proposed());
+    // Applied since, and ampd's own log lost #1: the state changes, #1 stays.
+    snapshot_at(
+        &mut m,
+        bare_poll(
+            7,
+            Ok(tune_with(vec![batch(2, "applied"), batch(3, "proposed")])),
+        ),
+        1.0,
+    );
+    assert_eq!(ids(&m), [1, 2, 3]);
+    assert_eq!(m.decisions()[1].state, "applied");
+    // Bounded: the newest stay.
+    let many: Vec<Value> = (4..4 + 2 * DECISIONS_KEPT as u64)
+        .map(|id| batch(id, "applied"))
+        .collect();
+    snapshot_at(&mut m, bare_poll(7, Ok(tune_with(many))), 2.0);
+    assert_eq!(m.decisions().len(), DECISIONS_KEPT);
+    assert_eq!(
+        m.decisions().back().unwrap().id,
+        3 + 2 * DECISIONS_KEPT as u64
+    );
+    assert_eq!(m.decisions().front().unwrap().id, 4 + DECISIONS_KEPT as u64);
+    // The controller goes away (an error): its last decisions stay on screen.
+    snapshot_at(
+        &mut m,
+        bare_poll(7, Err("ampd refused `tune`: busy".into())),
+        3.0,
+    );
+    assert_eq!(
+        m.controller(),
+        &Controller::Unavailable {
+            reason: "ampd refused `tune`: busy".into()
+        }
+    );
+    assert_eq!(m.decisions().len(), DECISIONS_KEPT);
+    // A new controller (ids start over): the old decisions go.
+    snapshot_at(
+        &mut m,
+        bare_poll(7, Ok(tune_with(vec![batch(1, "proposed")]))),
+        4.0,
+    );
+    assert_eq!(ids(&m), [1]);
+    assert!(m.decisions()[0].is_proposed());
+    // Another ampd: nothing carries over, even with higher ids.
+    snapshot_at(
+        &mut m,
+        bare_poll(
+            7,
+            Ok(tune_with(vec![batch(1, "applied"), batch(5, "applied")])),
+        ),
+        5.0,
+    );
+    assert_eq!(ids(&m), [1, 5]);
+    snapshot_at(
+        &mut m,
+        bare_poll(8, Ok(tune_with(vec![batch(6, "applied")]))),
+        6.0,
+    );
+    assert_eq!(ids(&m), [6]);
 }
 
 fn names(m: &Model) -> Vec<&str> {
@@ -614,6 +949,30 @@ fn snapshot_of_one_frame() {
             .any(|l| l.contains("62.072s #12    sleep#1      started          pid 25160")),
         "{text}"
     );
+    // The adaptive panel: modes in the title, newest decision first.
+    let title = lines
+        .iter()
+        .position(|l| l.contains("┌ adaptive"))
+        .expect("adaptive panel");
+    assert!(
+        lines[title].contains("1 proposed: ampctl tune apply ID — echo: off, sleep: advise"),
+        "{text}"
+    );
+    let decision_ids: Vec<&str> = lines[title + 1..title + 5]
+        .iter()
+        .map(|l| l.trim_start_matches('│').split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(decision_ids, ["#4", "#3", "#2", "#1"], "{text}");
+    assert!(
+        lines[title + 3].contains("#2     30.2s proposed    sleep: batch 32→16 ")
+            && lines[title + 3].contains("p99 above target · batch 32→16, p99_ms 120"),
+        "{text}"
+    );
+    assert!(
+        lines[title + 1].contains("sleep: replicas 2→3")
+            && lines[title + 1].ends_with("queue_dep…│"),
+        "cut to the width: {text}"
+    );
     assert!(
         lines[29].contains("restart idle: accepted by ampd"),
         "{text}"
@@ -657,6 +1016,135 @@ fn unreachable_frame_says_so() {
     // A tiny terminal does not panic.
     let small = frame_text(&m, 20, 5);
     assert_eq!(small.lines().count(), 5);
+}
+
+/// The cell at the first occurrence of `needle` on the screen (by characters).
+fn cell_at<'b>(
+    buf: &'b ratatui::buffer::Buffer,
+    text: &str,
+    needle: &str,
+) -> &'b ratatui::buffer::Cell {
+    let (y, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not on screen:\n{text}"));
+    let x = line[..line.find(needle).unwrap()].chars().count();
+    &buf[(u16::try_from(x).unwrap(), u16::try_from(y).unwrap())]
+}
+
+#[test]
+fn a_proposed_decision_stands_out_with_its_id() {
+    let mut m = Model::new("s");
+    let d = |id: u64, state: &str| {
+        decision(
+            id,
+            2.5 * id as f64,
+            "sleep",
+            json!({"type": "kind"}),
+            json!({"type": "batch", "from": 32, "to": 16}),
+            state,
+        )
+    };
+    snapshot_at(
+        &mut m,
+        bare_poll(7, Ok(tune_with(vec![d(41, "applied"), d(42, "proposed")]))),
+        0.0,
+    );
+    let mut term = Terminal::new(TestBackend::new(100, 20)).unwrap();
+    term.draw(|f| view::render(f, &m)).unwrap();
+    let buf = term.backend().buffer().clone();
+    let text = frame_text(&m, 100, 20);
+    assert!(
+        text.contains("┌ adaptive · 1 proposed: ampctl tune apply ID — k: auto "),
+        "{text}"
+    );
+    let proposed = text
+        .lines()
+        .find(|l| l.contains("#42"))
+        .unwrap_or_else(|| panic!("no #42\n{text}"));
+    assert!(
+        proposed.contains("#42    105.0s proposed    sleep: batch 32→16  rule fired"),
+        "{text}"
+    );
+    // Newest first.
+    assert!(
+        text.find("#42").unwrap() < text.find("#41").unwrap(),
+        "{text}"
+    );
+    let state = cell_at(&buf, &text, "proposed ");
+    assert_eq!(state.fg, Color::Yellow);
+    assert!(
+        state.modifier.contains(Modifier::REVERSED | Modifier::BOLD),
+        "{state:?}"
+    );
+    assert_eq!(cell_at(&buf, &text, "#42").fg, Color::Yellow);
+    let applied = cell_at(&buf, &text, "applied ");
+    assert_eq!(applied.fg, Color::Green);
+    assert!(!applied.modifier.contains(Modifier::REVERSED));
+
+    // Applied since: nothing waits any more.
+    snapshot_at(
+        &mut m,
+        bare_poll(7, Ok(tune_with(vec![d(42, "applied")]))),
+        1.0,
+    );
+    let text = frame_text(&m, 100, 20);
+    assert!(!text.contains("proposed"), "{text}");
+    assert!(text.contains("┌ adaptive — k: auto "), "{text}");
+}
+
+#[test]
+fn an_unavailable_controller_is_said_so() {
+    let mut m = Model::new("s");
+    let refused = "ampd refused `tune`: bad request: unknown variant `tune`";
+    snapshot_at(&mut m, bare_poll(7, Err(refused.into())), 0.0);
+    let text = frame_text(&m, 120, 20);
+    assert!(
+        text.contains(&format!("│adaptive controller: unavailable ({refused})")),
+        "{text}"
+    );
+    // The rest of the poll stands.
+    assert!(text.contains("connected to s"), "{text}");
+    assert!(text.contains("ampd pid 7"), "{text}");
+
+    // Before any poll it waits; with no decisions it says so.
+    let text = frame_text(&Model::new("s"), 120, 20);
+    assert!(text.contains("│(waiting for ampd)"), "{text}");
+    snapshot_at(
+        &mut m,
+        bare_poll(7, Ok(json!({"kinds": {}, "decisions": []}))),
+        1.0,
+    );
+    let text = frame_text(&m, 120, 20);
+    assert!(text.contains("┌ adaptive — no kinds "), "{text}");
+    assert!(text.contains("│(no decisions yet)"), "{text}");
+}
+
+#[test]
+fn the_adaptive_panel_shrinks_then_hides_on_short_terminals() {
+    let m = polled_model();
+    let decision_lines = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("s applied") || l.contains("s proposed"))
+            .count()
+    };
+    let events_lines = |text: &str| text.lines().filter(|l| l.contains("s #")).count();
+    // Room for everything: four decisions, and the events get the rest.
+    let tall = frame_text(&m, 120, 40);
+    assert_eq!(decision_lines(&tall), 4, "{tall}");
+    assert_eq!(events_lines(&tall), 13, "{tall}");
+    // Less room: the panel shrinks, the events keep three lines (one inside the border).
+    let short = frame_text(&m, 120, 22);
+    assert_eq!(decision_lines(&short), 2, "{short}");
+    assert!(short.contains("#4 "), "the newest stays: {short}");
+    assert_eq!(events_lines(&short), 1, "{short}");
+    // Too little: the panel goes, nothing else moves.
+    let tiny = frame_text(&m, 120, 19);
+    assert!(!tiny.contains("adaptive"), "{tiny}");
+    assert!(tiny.contains("┌ events"), "{tiny}");
+    assert_eq!(tiny.lines().count(), 19);
+    assert!(tiny.lines().last().unwrap().contains("q quit"), "{tiny}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -867,6 +1355,10 @@ fn ampctl_top_in_tmux() {
     });
     assert!(screen.contains("amp top  ampd pid"), "{screen}");
     assert!(screen.contains(&alpha_pid.unwrap().to_string()), "{screen}");
+    // This ampd answers `tune show` (no kinds: its workers take no tasks).
+    tmux.wait_screen("the adaptive panel", |s| {
+        s.contains("┌ adaptive — no kinds") && s.contains("(no decisions yet)")
+    });
 
     // `r` restarts the selected worker (alpha: the first by name).
     tmux.run(&["send-keys", "-t", "top", "r"]);

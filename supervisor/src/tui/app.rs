@@ -192,8 +192,12 @@ impl Poller {
             Some(s) => serde_json::json!({"cmd": "events", "since": s}),
             None => serde_json::json!({"cmd": "events"}),
         })?;
-        let snap =
-            Snapshot::from_data(status, &workers, &stats, &events).map_err(|e| e.to_string())?;
+        // Last: a refusal (an ampd without `tune`) is shown in the adaptive panel, not as a
+        // failed poll, and a broken connection is reopened by the next poll.
+        let tune = self.call(serde_json::json!({"cmd": "tune", "op": "show"}));
+        let snap = Snapshot::from_data(status, &workers, &stats, &events)
+            .map_err(|e| e.to_string())?
+            .with_tune(tune);
         if let Some(newest) = snap.events.iter().map(|e| e.seq).max() {
             self.since = Some(newest);
         }

@@ -1,9 +1,9 @@
 //! `ampctl top`: a live terminal view of a running ampd.
 //!
 //! A background thread polls ampd's control socket every [`POLL_INTERVAL`] (`status`,
-//! `workers`, `stats`, `events`) and carries out the drain and restart requests typed at the
-//! keyboard; the terminal thread turns key presses into [`model::Input`]s, feeds everything to a
-//! pure [`model::Model`] and draws it with [`view::render`].
+//! `workers`, `stats`, `events`, `tune show`) and carries out the drain and restart requests
+//! typed at the keyboard; the terminal thread turns key presses into [`model::Input`]s, feeds
+//! everything to a pure [`model::Model`] and draws it with [`view::render`].
 //!
 //! * Per worker: state, pid, restarts, tasks in flight, completions per second, worst p99
 //!   latency over its kinds, CPU% (from successive `cpu_s` samples) and resident memory.
@@ -11,6 +11,10 @@
 //!   of throughput and p99 latency over the last [`model::HISTORY`] polls. The p99 comes from
 //!   ampd's histogram since the first completion, so its sparkline shows how that figure moves,
 //!   not a windowed percentile.
+//! * The adaptive controller: each kind's mode and its newest decisions, newest first, with
+//!   their state (proposed ones, which wait for `ampctl tune apply ID`, stand out), what they
+//!   change, why, and the figures before and after. An ampd without a controller (an older
+//!   one, which refuses `tune`) shows "adaptive controller: unavailable".
 //! * The newest lifecycle events, and a status line with the last action's outcome.
 //! * Keys: `s` next sort column, `↑`/`↓` or `k`/`j` select a worker, `d` drain it, `r` restart
 //!   it, `q`, `Esc` or `Ctrl-C` quit.
@@ -22,6 +26,7 @@ mod app;
 pub mod model;
 mod msg;
 mod sort;
+pub mod tune;
 pub mod view;
 
 use std::time::Duration;

@@ -6,8 +6,12 @@
 //! completion counters; a kind's throughput is the growth of the `completed` counters of its
 //! `stats` rows. A figure shows as unknown (`None`) until a second sample arrives, and again after
 //! a counter went backwards (a new pid, a restarted ampd).
+//!
+//! The adaptive controller's decisions are merged by id across polls (a decision changes state:
+//! proposed → applied, running → adopted), and the newest [`DECISIONS_KEPT`] stay. They start
+//! over with another ampd, or when the ids go backwards (a new controller).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::control::proto::{EventRecord, TaskCensus};
@@ -15,6 +19,7 @@ use crate::control::proto::{EventRecord, TaskCensus};
 pub use super::msg::{Command, Input, Snapshot, StatRow, Update, WorkerSample};
 use super::sort::compare;
 pub use super::sort::SortKey;
+pub use super::tune::{Adaptive, DecisionRow, DECISIONS_KEPT};
 
 /// Samples kept per kind for the sparklines (60 × 0.5 s: the last 30 seconds).
 pub const HISTORY: usize = 60;
@@ -108,6 +113,23 @@ pub enum Link {
     },
 }
 
+/// What is known of the adaptive controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Controller {
+    /// Not asked yet.
+    Unknown,
+    /// The last `tune show` failed (an older ampd refuses it); decisions shown are from before.
+    Unavailable {
+        /// Why, in words.
+        reason: String,
+    },
+    /// The last `tune show` answered.
+    Available {
+        /// (kind, mode) in ampd's order, e.g. `("sleep", "auto")`.
+        modes: Vec<(String, String)>,
+    },
+}
+
 /// The status line: the last action's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -136,6 +158,9 @@ pub struct Model {
     rows: Vec<WorkerRow>,
     kinds: Vec<KindRow>,
     events: VecDeque<EventRecord>,
+    controller: Controller,
+    /// Newest last.
+    decisions: VecDeque<DecisionRow>,
     sort: SortKey,
     selected: Option<String>,
     /// Where the selection was, to stay near it when its worker disappears.
@@ -156,6 +181,8 @@ impl Model {
             rows: Vec::new(),
             kinds: Vec::new(),
             events: VecDeque::new(),
+            controller: Controller::Unknown,
+            decisions: VecDeque::new(),
             sort: SortKey::default(),
             selected: None,
             selected_at: 0,
@@ -194,6 +221,18 @@ impl Model {
     #[must_use]
     pub fn events(&self) -> &VecDeque<EventRecord> {
         &self.events
+    }
+
+    /// What is known of the adaptive controller.
+    #[must_use]
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// The adaptive controller's newest decisions (at most [`DECISIONS_KEPT`]), newest last.
+    #[must_use]
+    pub fn decisions(&self) -> &VecDeque<DecisionRow> {
+        &self.decisions
     }
 
     /// The sort column.
@@ -292,6 +331,7 @@ impl Model {
             self.prev = None;
             self.events.clear();
             self.kinds.clear();
+            self.decisions.clear();
         }
         let prev = self.prev.take();
         let dt = prev
@@ -394,6 +434,8 @@ impl Model {
             self.events.pop_front();
         }
 
+        self.apply_adaptive(snap.adaptive);
+
         self.header = Some(Header {
             pid: st.pid,
             uptime_s: st.uptime_s,
@@ -404,6 +446,31 @@ impl Model {
         self.link = Link::Up;
         self.last_ok = Some(at);
         self.resort();
+    }
+
+    /// Takes in a `tune show` answer: updated states replace the old ones (by id), new
+    /// decisions are added, the oldest beyond [`DECISIONS_KEPT`] dropped.
+    fn apply_adaptive(&mut self, adaptive: Result<Adaptive, String>) {
+        match adaptive {
+            Ok(a) => {
+                let newest_seen = self.decisions.back().map(|d| d.id);
+                let newest_now = a.decisions.iter().map(|d| d.id).max();
+                if newest_now
+                    .zip(newest_seen)
+                    .is_some_and(|(now, seen)| now < seen)
+                {
+                    // A new controller (ampd reloaded it): its ids started over.
+                    self.decisions.clear();
+                }
+                let mut by_id: BTreeMap<u64, DecisionRow> =
+                    self.decisions.drain(..).map(|d| (d.id, d)).collect();
+                by_id.extend(a.decisions.into_iter().map(|d| (d.id, d)));
+                let skip = by_id.len().saturating_sub(DECISIONS_KEPT);
+                self.decisions = by_id.into_values().skip(skip).collect();
+                self.controller = Controller::Available { modes: a.modes };
+            }
+            Err(reason) => self.controller = Controller::Unavailable { reason },
+        }
     }
 
     /// Sorts the rows by the current key and keeps the selection on the same worker (or, if it

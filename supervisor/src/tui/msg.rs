@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tune::Adaptive;
 use super::TopError;
 use crate::control::proto::{EventRecord, StatusData};
 
@@ -59,7 +60,8 @@ pub struct StatRow {
     pub p99_ms: f64,
 }
 
-/// One poll of ampd: the `data` of its `status`, `workers`, `stats` and `events` responses.
+/// One poll of ampd: the `data` of its `status`, `workers`, `stats`, `events` and
+/// `tune show` responses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// `status`.
@@ -70,10 +72,14 @@ pub struct Snapshot {
     pub stats: Vec<StatRow>,
     /// `events` (only those newer than the previous poll's, or all of them).
     pub events: Vec<EventRecord>,
+    /// `tune show`, or why the adaptive controller could not be read (an older ampd refuses
+    /// the request). [`Snapshot::from_data`] leaves it at "not asked";
+    /// [`Snapshot::with_tune`] fills it in.
+    pub adaptive: Result<Adaptive, String>,
 }
 
 impl Snapshot {
-    /// Parses the `data` members of the four responses.
+    /// Parses the `data` members of the four responses that must succeed.
     ///
     /// # Errors
     /// [`TopError::Malformed`] naming the response whose shape is not the expected one.
@@ -105,7 +111,17 @@ impl Snapshot {
             workers: field("workers", workers, "workers")?,
             stats: field("stats", stats, "stats")?,
             events: field("events", events, "events")?,
+            adaptive: Err("`tune show` not asked".to_owned()),
         })
+    }
+
+    /// Adds the `tune show` answer: its `data`, or why there is none. Never fails: whatever
+    /// does not fit makes the controller "unavailable" in the view, the rest of the poll
+    /// stands.
+    #[must_use]
+    pub fn with_tune(mut self, answer: Result<serde_json::Value, String>) -> Self {
+        self.adaptive = Adaptive::from_answer(answer);
+        self
     }
 }
 

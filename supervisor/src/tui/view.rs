@@ -1,6 +1,11 @@
 //! Drawing a [`Model`] with ratatui widgets: a header, the link state, the worker table, the
-//! queues with sparklines, recent events and a status line. Pure: the same model and frame size
-//! always give the same buffer (which the snapshot test relies on).
+//! queues with sparklines, the adaptive controller's decisions, recent events and a status
+//! line. Pure: the same model and frame size always give the same buffer (which the snapshot
+//! test relies on).
+//!
+//! The adaptive panel gets at most [`ADAPTIVE_ROWS`] decision lines, and only what the terminal
+//! can spare while the events keep three lines: it shrinks on a short terminal and disappears
+//! on a very short one.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -10,7 +15,7 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::model::{KindRow, Link, Model, SortKey, WorkerRow};
+use super::model::{Controller, DecisionRow, KindRow, Link, Model, SortKey, WorkerRow};
 use super::POLL_INTERVAL;
 
 /// Key help shown at the right of the status line.
@@ -19,16 +24,31 @@ const KEYS: &str = " s sort · ↑↓/jk select · d drain · r restart · q qui
 /// Width of the text part of a queue line (before the sparklines).
 const QUEUE_TEXT: u16 = 78;
 
+/// Most decision lines the adaptive panel shows (newest first).
+pub const ADAPTIVE_ROWS: usize = 6;
+
+/// Widest summary column of the adaptive panel; longer summaries are cut.
+const SUMMARY_MAX: usize = 40;
+
 /// Draws the whole screen.
 pub fn render(frame: &mut Frame<'_>, model: &Model) {
     let area = frame.area();
     let workers_h = u16::try_from(model.rows().len().max(1) + 3).unwrap_or(u16::MAX);
     let queues_h = u16::try_from(model.kinds().len().max(1) + 3).unwrap_or(u16::MAX);
-    let [head, link, workers, queues, events, status] = Layout::vertical([
+    // The adaptive panel takes what is left once the events have three lines.
+    let spare = area
+        .height
+        .saturating_sub(3 + workers_h.saturating_add(queues_h).saturating_add(3));
+    let adaptive_h = match adaptive_lines(model).saturating_add(2).min(spare) {
+        h if h < 3 => 0,
+        h => h,
+    };
+    let [head, link, workers, queues, adaptive, events, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(workers_h),
         Constraint::Length(queues_h),
+        Constraint::Length(adaptive_h),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
@@ -37,6 +57,9 @@ pub fn render(frame: &mut Frame<'_>, model: &Model) {
     frame.render_widget(link_line(model), link);
     render_workers(frame, model, workers);
     render_queues(frame, model, queues);
+    if adaptive_h > 0 {
+        render_adaptive(frame, model, adaptive);
+    }
     render_events(frame, model, events);
     render_status(frame, model, status);
 }
@@ -297,6 +320,109 @@ fn spark(
         bars,
     );
     frame.render_widget(Line::from(format!(" {value}")), val);
+}
+
+/// Lines the adaptive panel would like (inside its border).
+fn adaptive_lines(model: &Model) -> u16 {
+    let notice = usize::from(!matches!(model.controller(), Controller::Available { .. }));
+    let decisions = model.decisions().len().min(ADAPTIVE_ROWS);
+    u16::try_from((notice + decisions).max(1)).unwrap_or(u16::MAX)
+}
+
+fn render_adaptive(frame: &mut Frame<'_>, model: &Model, area: Rect) {
+    let decisions = model.decisions();
+    let proposed = decisions.iter().filter(|d| d.is_proposed()).count();
+    let mut title = vec![Span::raw(" adaptive ")];
+    if proposed > 0 {
+        title.push(Span::styled(
+            format!("· {proposed} proposed: ampctl tune apply ID "),
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ));
+    }
+    if let Controller::Available { modes } = model.controller() {
+        let modes: Vec<String> = modes.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+        let modes = if modes.is_empty() {
+            "no kinds".to_owned()
+        } else {
+            modes.join(", ")
+        };
+        title.push(Span::raw(format!("— {modes} ")));
+    }
+    let block = Block::bordered().title(Line::from(title));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = usize::from(inner.width);
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    match model.controller() {
+        Controller::Unknown => lines.push(Line::from("(waiting for ampd)")),
+        Controller::Unavailable { reason } => lines.push(Line::from(Span::styled(
+            cut(
+                &format!("adaptive controller: unavailable ({reason})"),
+                width,
+            ),
+            Style::new().fg(Color::Yellow),
+        ))),
+        Controller::Available { .. } if decisions.is_empty() => {
+            lines.push(Line::from("(no decisions yet)"));
+        }
+        Controller::Available { .. } => {}
+    }
+    let shown: Vec<&DecisionRow> = decisions.iter().rev().take(ADAPTIVE_ROWS).collect();
+    let summary_w = shown
+        .iter()
+        .map(|d| d.summary.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(SUMMARY_MAX);
+    lines.extend(shown.iter().map(|d| decision_line(d, summary_w, width)));
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// `   #12    61.3s proposed    sleep: batch 32→16   p99 above target · p99_ms 120, batch 32→16`
+fn decision_line(d: &DecisionRow, summary_w: usize, width: usize) -> Line<'static> {
+    let state_style = match d.state.as_str() {
+        "proposed" => Style::new()
+            .fg(Color::Yellow)
+            .add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        "applied" | "adopted" => Style::new().fg(Color::Green),
+        "rolled_back" => Style::new().fg(Color::Red),
+        "running" => Style::new().fg(Color::Cyan),
+        "superseded" => Style::new().fg(Color::DarkGray),
+        _ => Style::new(),
+    };
+    let head = format!("{:>6} {:>8.1}s ", format!("#{}", d.id), d.at_s);
+    let state = format!("{:<11}", d.state);
+    let summary = format!(" {:<summary_w$}  ", cut(&d.summary, summary_w));
+    let why = match (d.reason.is_empty(), d.evidence.is_empty()) {
+        (false, false) => format!("{} · {}", d.reason, d.evidence),
+        (false, true) => d.reason.clone(),
+        (true, _) => d.evidence.clone(),
+    };
+    let used = head.chars().count() + state.chars().count() + summary.chars().count();
+    let mut spans = vec![
+        Span::raw(head),
+        Span::styled(state, state_style),
+        Span::raw(summary),
+        Span::raw(cut(&why, width.saturating_sub(used))),
+    ];
+    if d.is_proposed() {
+        spans[0].style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+        spans[2].style = Style::new().fg(Color::Yellow);
+    }
+    Line::from(spans)
+}
+
+/// `s` cut to `max` characters, the last one an ellipsis when something was cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }
 
 fn render_events(frame: &mut Frame<'_>, model: &Model, area: Rect) {
