@@ -23,8 +23,7 @@ fn adapt_defaults_are_off() {
 
 #[test]
 fn adapt_every_key() {
-    let c = ok(&format!(
-        r#"[workers.w]
+    let c = ok(r#"[workers.w]
 command = "x"
 kinds = ["a", "b"]
 replicas = 2
@@ -40,11 +39,11 @@ adapt = "auto"
 [adapt]
 mode = "advise"
 interval = "200ms"
-window = {{ initial = 4, min = 2, max = 32, tolerance = 1.5, smoothing = 0.3, allowance = 1, backoff = 0.8, error_rate = 0.1, long_window = "20s", stall_factor = 3, stall_min = "1s", warmup = "3s", warmup_fraction = 0.25 }}
-batch = {{ latency_target = "50ms", min = 2, max = 64, decrease = 0.6 }}
-timeout = {{ factor = 5, min = "200ms", max = "1m", hysteresis = 0.3, min_samples = 50 }}
-canary = {{ fraction = 0.25, max_change_fraction = 0.5, settle = "100ms", window = "2s", min_samples = 20, alpha = 0.05, p99_margin = 0.2, error_margin = 0.05, rollout_step = "500ms", cooldown = "10s" }}
-scale = {{ queue_wait = "250ms", high_utilisation = 0.8, low_utilisation = 0.2, up_after = "1s", down_cooldown = "1m", up_cooldown = "3s" }}
+window = { initial = 4, min = 2, max = 32, tolerance = 1.5, smoothing = 0.3, allowance = 1, backoff = 0.8, error_rate = 0.1, long_window = "20s", stall_factor = 3, stall_min = "1s", warmup = "3s", warmup_fraction = 0.25 }
+batch = { latency_target = "50ms", min = 2, max = 64, decrease = 0.6 }
+timeout = { factor = 5, min = "200ms", max = "1m", hysteresis = 0.3, min_samples = 50 }
+canary = { fraction = 0.25, max_change_fraction = 0.5, settle = "100ms", window = "2s", min_samples = 20, alpha = 0.05, p99_margin = 0.2, error_margin = 0.05, rollout_step = "500ms", cooldown = "10s" }
+scale = { queue_wait = "250ms", high_utilisation = 0.8, low_utilisation = 0.2, up_after = "1s", down_cooldown = "1m", up_cooldown = "3s" }
 [[adapt.param]]
 kind = "a"
 name = "chunk"
@@ -52,8 +51,7 @@ initial = 8
 min = 1
 max = 64
 step = 4
-"#
-    ));
+"#);
     let a = &c.adapt;
     assert_eq!(a.default_mode, Mode::Advise);
     assert_eq!((a.mode("a"), a.mode("b")), (Mode::Auto, Mode::Advise));
