@@ -5,6 +5,7 @@
 /// Maps keyed by task ids and serials: ampd's own sequential integers, so a fast non-keyed hash
 /// (FxHash) is safe, and SipHash would dominate the per-task cost.
 type IdMap<V> = rustc_hash::FxHashMap<u64, V>;
+use crate::delivery::seqmap::SeqMap;
 use std::time::{Duration, Instant};
 
 use amp_ipc::wire::{
@@ -76,7 +77,7 @@ pub struct Plane {
     /// Client serial → slab key (serials are never reused, keys are).
     client_keys: IdMap<usize>,
     next_client_serial: u64,
-    flights: IdMap<Flight>,
+    flights: SeqMap<Flight>,
     waiters: IdMap<Waiter>,
     next_control_tag: u64,
     dispatch_buf: Vec<Dispatch>,
@@ -97,7 +98,7 @@ pub struct Plane {
     /// Submissions refused per kind (queue full, paused, too large), for `status`.
     pub rejected: Vec<u64>,
     /// Per task until it is answered: intake time, latest attempt, kind and class.
-    meta: IdMap<Meta>,
+    meta: SeqMap<Meta>,
     /// Routes, fan-out/fan-in, loop accounting.
     pub pipeline: crate::pipeline::Pipeline,
     /// Timer, completion and event triggers.
@@ -171,7 +172,7 @@ impl Plane {
             kind_names,
             client_keys: IdMap::default(),
             next_client_serial: 1,
-            flights: IdMap::default(),
+            flights: SeqMap::default(),
             waiters: IdMap::default(),
             next_control_tag: 1,
             dispatch_buf: Vec::new(),
@@ -183,7 +184,7 @@ impl Plane {
             malformed: 0,
             paused: false,
             rejected: vec![0; cfg.kinds.len()],
-            meta: IdMap::default(),
+            meta: SeqMap::default(),
             pipeline,
             triggers,
             adapt,
@@ -213,7 +214,7 @@ impl Plane {
             .flights
             .iter()
             .filter(|(_, f)| f.unit == unit)
-            .map(|(id, f)| (*id, f.kind, f.since))
+            .map(|(id, f)| (id, f.kind, f.since))
             .collect();
         v.sort_unstable_by_key(|x| x.0);
         v
@@ -533,7 +534,7 @@ impl Daemon {
                     // Take it back out of the delivery core as if never submitted (this also
                     // frees its idempotency key), and refuse it.
                     self.plane.delivery.withdraw(id);
-                    self.plane.meta.remove(&id.0);
+                    self.plane.meta.remove(id.0);
                     return reject(self, full.to_string());
                 }
                 Some(id)
@@ -587,7 +588,7 @@ impl Daemon {
                     continue;
                 }
             };
-            if let Some(f) = self.plane.flights.remove(&h.id) {
+            if let Some(f) = self.plane.flights.remove(h.id) {
                 if f.unit == u {
                     if let Outcome::Loopback { payload, reason } = outcome {
                         outcome = match self.plane.pipeline.loopback(
@@ -725,7 +726,7 @@ impl Daemon {
             None => false,
         };
         if written {
-            if let Some(m) = self.plane.meta.get_mut(&id.0) {
+            if let Some(m) = self.plane.meta.get_mut(id.0) {
                 m.attempt = attempt;
             }
             let kname = &self.plane.kind_names[kind];
@@ -796,7 +797,7 @@ impl Daemon {
                 self.run_flow(now, flow);
             }
             DeliveryAction::Deliver { to, id, outcome } => {
-                let m = self.plane.meta.get(&id.0).copied();
+                let m = self.plane.meta.get(id.0).copied();
                 let (kind, class) = m.map_or((0, 0), |m| (m.kind, m.class));
                 self.deliver(now, to, id, kind, class, outcome);
             }
@@ -1088,14 +1089,14 @@ impl Daemon {
         let current = self
             .plane
             .flights
-            .get(&h.id)
+            .get(h.id)
             .filter(|f| f.unit == u)
             .map(|f| f.kind);
         let Some(parent_kind) = current else {
             tracing::debug!(unit = %self.units[u].name, task = h.id, "subtask of a task no longer in flight here dropped");
             return;
         };
-        let class = self.plane.meta.get(&h.id).map_or(0, |m| m.class);
+        let class = self.plane.meta.get(h.id).map_or(0, |m| m.class);
         if self.plane.kind_names.get(h.kind as usize).is_none() {
             tracing::warn!(unit = %self.units[u].name, kind = h.kind, "subtask of an unknown kind id dropped");
             return;
@@ -1127,7 +1128,7 @@ impl Daemon {
     fn answer(&mut self, now: Instant, to: Submitter, id: TaskId, outcome: FinalOutcome) {
         let (status, body) = status_and_body(outcome);
         if to.client == CONTROL_CLIENT {
-            let attempts = self.plane.meta.remove(&id.0).map_or(0, |m| m.attempt);
+            let attempts = self.plane.meta.remove(id.0).map_or(0, |m| m.attempt);
             let Some(w) = self.plane.waiters.remove(&to.tag) else {
                 return;
             };
@@ -1149,7 +1150,7 @@ impl Daemon {
         let (since, attempts) = self
             .plane
             .meta
-            .remove(&id.0)
+            .remove(id.0)
             .map_or((now, 0), |m| (m.since, m.attempt));
         let latency =
             u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);

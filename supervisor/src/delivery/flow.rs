@@ -56,6 +56,7 @@ impl Delivery {
             first_attempt: 1,
             loops: 0,
             deaths: 0,
+            unit_pos: 0,
             key: task.idempotency_key,
             parent: task.parent,
             submitter: task.submitter,
@@ -91,7 +92,7 @@ impl Delivery {
         }
         self.unindex_state(key);
         let task = self.tasks.remove(key);
-        self.index.remove(&id);
+        self.index.remove(id.0);
         if let Some(k) = &task.key {
             self.keys.remove(k);
         }

@@ -25,7 +25,7 @@ pub(super) fn check(d: &Delivery) {
     );
     for (key, t) in &d.tasks {
         assert_eq!(
-            d.index.get(&t.id),
+            d.index.get(t.id.0),
             Some(&key),
             "id index does not point at task {}",
             t.id
@@ -97,10 +97,19 @@ pub(super) fn check(d: &Delivery) {
         "a task is in no bucket or in two: census {census:?}"
     );
     assert_eq!(queued_per_kind, d.queued_per_kind, "queued counts per kind");
-    assert_eq!(
-        by_unit, d.by_unit,
-        "in-flight table does not match task states"
-    );
+    let mut table: BTreeMap<usize, BTreeSet<TaskId>> = BTreeMap::new();
+    for (&unit, keys) in &d.by_unit {
+        for (pos, &key) in keys.iter().enumerate() {
+            let t = d.tasks.get(key).expect("in-flight table points at a task");
+            assert_eq!(t.unit_pos, pos, "task {}: wrong in-flight position", t.id);
+            assert!(
+                table.entry(unit).or_default().insert(t.id),
+                "task {} twice in the in-flight table",
+                t.id
+            );
+        }
+    }
+    assert_eq!(by_unit, table, "in-flight table does not match task states");
     assert_eq!(retries, d.retries, "retry timers do not match task states");
     assert_eq!(
         timeouts, d.timeouts,
@@ -125,7 +134,7 @@ pub(super) fn check(d: &Delivery) {
     for k in &d.retired_keys {
         let id = d.keys.get(k).expect("retired key is indexed");
         assert!(
-            !d.index.contains_key(id),
+            !d.index.contains_key(id.0),
             "retired key {k:?} belongs to a live task"
         );
     }

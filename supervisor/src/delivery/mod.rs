@@ -125,6 +125,7 @@ mod budget;
 mod flow;
 mod invariants;
 mod options;
+pub(crate) mod seqmap;
 mod stats;
 mod table;
 mod timers;

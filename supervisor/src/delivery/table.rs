@@ -3,12 +3,13 @@
 
 use super::budget::Bucket;
 use super::options::{DeliveryOptions, OptionsError};
+use super::seqmap::SeqMap;
 use super::stats::{Census, Counters, Stats};
 use super::types::{DeliveryAction, FinalOutcome, Submitter, TaskId};
 use crate::config::KindConfig;
 use rand::rngs::SmallRng;
 use slab::Slab;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 /// Where a task in the table is. A task answered for good is removed from the table (it is
@@ -60,6 +61,8 @@ pub(super) struct Task {
     pub(super) loops: u32,
     /// Worker deaths it was in flight on (poison detection).
     pub(super) deaths: u32,
+    /// While in flight: its position in its unit's list in [`Delivery::by_unit`].
+    pub(super) unit_pos: usize,
     pub(super) key: Option<String>,
     pub(super) parent: Option<TaskId>,
     pub(super) submitter: Submitter,
@@ -101,12 +104,11 @@ pub struct Delivery {
     pub(super) rng: SmallRng,
     /// The task table (queued, in flight, waiting for retry, dead-lettered).
     pub(super) tasks: Slab<Task>,
-    /// Task id → slab key.
-    /// Task id → slab key (FxHash: task ids are trusted sequential integers, SipHash's DoS
-    /// resistance buys nothing here and costs most of the per-task time).
-    pub(super) index: rustc_hash::FxHashMap<TaskId, usize>,
-    /// The in-flight table: tasks per unit.
-    pub(super) by_unit: BTreeMap<usize, BTreeSet<TaskId>>,
+    /// Task id → slab key (ids are sequential: a window indexed by id, see [`SeqMap`]).
+    pub(super) index: SeqMap<usize>,
+    /// The in-flight table: slab keys of the tasks in flight per unit, in no particular order
+    /// (each task knows its position: `Task::unit_pos`; removal swaps the last one in).
+    pub(super) by_unit: rustc_hash::FxHashMap<usize, Vec<usize>>,
     /// Retry timers.
     pub(super) retries: BTreeSet<(Instant, TaskId)>,
     /// Run-timeout timers.
@@ -172,8 +174,8 @@ impl Delivery {
             options,
             rng,
             tasks: Slab::new(),
-            index: rustc_hash::FxHashMap::default(),
-            by_unit: BTreeMap::new(),
+            index: SeqMap::default(),
+            by_unit: rustc_hash::FxHashMap::default(),
             retries: BTreeSet::new(),
             timeouts: BTreeSet::new(),
             killing: BTreeSet::new(),
@@ -221,12 +223,12 @@ impl Delivery {
     /// Tasks in flight on `unit`.
     #[must_use]
     pub fn in_flight_on(&self, unit: usize) -> usize {
-        self.by_unit.get(&unit).map_or(0, BTreeSet::len)
+        self.by_unit.get(&unit).map_or(0, Vec::len)
     }
 
     /// The slab key of `id`, if it is in the table.
     pub(super) fn key_of(&self, id: TaskId) -> Option<usize> {
-        self.index.get(&id).copied()
+        self.index.get(id.0).copied()
     }
 
     /// Adds a new task (its state already set) to the table and its state's indices.
@@ -237,7 +239,7 @@ impl Delivery {
         }
         self.awaiting += task.awaiting();
         let key = self.tasks.insert(task);
-        self.index.insert(id, key);
+        self.index.insert(id.0, key);
         self.index_state(key);
         key
     }
@@ -254,7 +256,7 @@ impl Delivery {
     pub(super) fn remove(&mut self, key: usize) -> Task {
         self.unindex_state(key);
         let task = self.tasks.remove(key);
-        self.index.remove(&task.id);
+        self.index.remove(task.id.0);
         self.census.done += 1;
         if let Some(k) = &task.key {
             self.retired_keys.push_back(k.clone());
@@ -278,10 +280,13 @@ impl Delivery {
                 unit, timeout_at, ..
             } => {
                 self.census.in_flight += 1;
-                self.by_unit.entry(*unit).or_default().insert(t.id);
                 if let Some(at) = timeout_at {
                     self.timeouts.insert((*at, t.id));
                 }
+                let on_unit = self.by_unit.entry(*unit).or_default();
+                let pos = on_unit.len();
+                on_unit.push(key);
+                self.tasks[key].unit_pos = pos;
             }
             State::RetryWait { at } => {
                 self.census.waiting_retry += 1;
@@ -302,14 +307,17 @@ impl Delivery {
                 unit, timeout_at, ..
             } => {
                 self.census.in_flight -= 1;
-                if let Some(set) = self.by_unit.get_mut(unit) {
-                    set.remove(&t.id);
-                    if set.is_empty() {
-                        self.by_unit.remove(unit);
-                    }
-                }
                 if let Some(at) = timeout_at {
                     self.timeouts.remove(&(*at, t.id));
+                }
+                let pos = t.unit_pos;
+                if let Some(on_unit) = self.by_unit.get_mut(unit) {
+                    debug_assert_eq!(on_unit.get(pos), Some(&key), "in-flight position");
+                    on_unit.swap_remove(pos);
+                    // The one moved into the hole learns its new position.
+                    if let Some(&moved) = on_unit.get(pos) {
+                        self.tasks[moved].unit_pos = pos;
+                    }
                 }
             }
             State::RetryWait { at } => {

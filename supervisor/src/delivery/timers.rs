@@ -25,10 +25,12 @@ impl Delivery {
         cause: LostCause,
     ) -> Vec<DeliveryAction> {
         self.killing.remove(&unit);
-        let ids: Vec<TaskId> = match self.by_unit.get(&unit) {
-            Some(set) => set.iter().rev().copied().collect(),
+        let mut ids: Vec<TaskId> = match self.by_unit.get(&unit) {
+            Some(keys) => keys.iter().map(|&k| self.tasks[k].id).collect(),
             None => return Vec::new(),
         };
+        // Newest first (see above).
+        ids.sort_unstable_by(|a, b| b.cmp(a));
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(key) = self.key_of(id) else {
