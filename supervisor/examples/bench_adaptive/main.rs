@@ -251,6 +251,26 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
         }
     }
     let oracle = amp_supervisor::adapt::sim::run(&variant(&base, SimPolicy::Oracle, false));
+    // The real runs replay the simulator's draws: the oracle saw the same tasks.
+    let count = |r: &amp_supervisor::adapt::sim::SimResult| {
+        let i = r
+            .tasks
+            .iter()
+            .filter(|t| t.class == amp_supervisor::adapt::sim::Class::Interactive)
+            .count();
+        (r.tasks.len(), i)
+    };
+    if let Some(first) = runs.first() {
+        let (real, sim) = (count(&first.result), count(&oracle));
+        println!(
+            "# tasks (all, interactive): real runs {real:?}, simulated oracle {sim:?}{}",
+            if real == sim {
+                " (same draws)"
+            } else {
+                " — MISMATCH"
+            }
+        );
+    }
     runs.push(ScenarioRun {
         label: "oracle (simulated)".into(),
         policy: SimPolicy::Oracle,

@@ -44,35 +44,82 @@ struct Arrival {
     fail_first: bool,
 }
 
-/// The open-loop arrival plan of `cfg` (seeded): Poisson arrivals at `load × capacity` per
-/// phase, the simulator's size distributions, poison tasks spread evenly, `failure` share of
-/// tasks whose first attempt fails.
+/// The open-loop arrival plan of `cfg`: the simulator's own draws, in its order, so that the
+/// simulated oracle runs on exactly these tasks. Poisson arrivals at `load × capacity` per phase
+/// (the memoryless draw restarts at a phase boundary), each arrival drawing its class and size
+/// and then the next arrival time; poison tasks at fixed times, each drawing a (batch) size.
+/// Which tasks' first attempt fails comes from a separate stream.
 fn plan(cfg: &SimConfig) -> Vec<Arrival> {
     let wl = &cfg.workload;
     let capacity = cfg.capacity();
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
+    let mut failures = SmallRng::seed_from_u64(cfg.seed ^ 0xfa11);
     let exp = |rng: &mut SmallRng, mean: f64| -> f64 {
         let u: f64 = 1.0 - rng.random::<f64>();
-        -mean * u.ln()
+        -u.ln() * mean
     };
-    let mut out = Vec::new();
-    let mut start = Duration::ZERO;
-    for (i, p) in cfg.phases.iter().enumerate() {
-        let end = start + p.duration;
-        let rate = p.load * capacity;
-        let mut t = start;
-        while rate > 0.0 {
-            t += Duration::from_secs_f64(exp(&mut rng, 1.0 / rate));
-            if t >= end {
-                break;
+    let pareto = |rng: &mut SmallRng| -> f64 {
+        let u: f64 = 1.0 - rng.random::<f64>();
+        (wl.batch_min.as_secs_f64() * u.powf(-1.0 / wl.batch_alpha)).min(wl.batch_cap.as_secs_f64())
+    };
+    let bounds: Vec<(Duration, Duration)> = cfg
+        .phases
+        .iter()
+        .scan(Duration::ZERO, |t, p| {
+            let s = *t;
+            *t += p.duration;
+            Some((s, *t))
+        })
+        .collect();
+    let total = bounds.last().map_or(Duration::ZERO, |b| b.1);
+    let phase_of = |t: Duration| bounds.iter().position(|&(s, e)| t >= s && t < e);
+    // The simulator's `next_arrival`.
+    let next_arrival = |rng: &mut SmallRng, from: Duration| -> Option<Duration> {
+        let mut t = from;
+        loop {
+            let i = phase_of(t)?;
+            let end = bounds[i].1;
+            let rate = cfg.phases[i].load * capacity;
+            if rate <= 0.0 {
+                t = end;
+                continue;
             }
+            let next = t + Duration::from_secs_f64(exp(rng, 1.0 / rate));
+            if next < end {
+                return Some(next);
+            }
+            t = end;
+        }
+    };
+    let n = wl.poison;
+    let mut poison: Vec<Duration> = (0..n)
+        .map(|k| total.mul_f64(f64::from(2 * k + 1) / f64::from(2 * n)))
+        .collect();
+    poison.reverse();
+    let mut out = Vec::new();
+    let mut next = next_arrival(&mut rng, Duration::ZERO);
+    loop {
+        let p = poison.last().copied();
+        if next.is_none() && p.is_none() {
+            break;
+        }
+        if let Some(p) = p.filter(|&p| next.is_none_or(|t| p < t)) {
+            poison.pop();
+            let ms = pareto(&mut rng) * 1e3;
+            out.push(Arrival {
+                at: p,
+                class: Class::Batch,
+                phase: phase_of(p).unwrap_or(0),
+                ms,
+                poison: true,
+                fail_first: false,
+            });
+        } else if let Some(t) = next {
             let interactive = rng.random::<f64>() < wl.interactive_share;
             let size = if interactive {
                 exp(&mut rng, wl.interactive_mean.as_secs_f64())
             } else {
-                let u: f64 = 1.0 - rng.random::<f64>();
-                (wl.batch_min.as_secs_f64() * u.powf(-1.0 / wl.batch_alpha))
-                    .min(wl.batch_cap.as_secs_f64())
+                pareto(&mut rng)
             };
             out.push(Arrival {
                 at: t,
@@ -81,37 +128,14 @@ fn plan(cfg: &SimConfig) -> Vec<Arrival> {
                 } else {
                     Class::Batch
                 },
-                phase: i,
+                phase: phase_of(t).unwrap_or(0),
                 ms: size * 1e3,
                 poison: false,
-                fail_first: rng.random::<f64>() < wl.failure,
+                fail_first: failures.random::<f64>() < wl.failure,
             });
+            next = next_arrival(&mut rng, t);
         }
-        start = end;
     }
-    let total = start;
-    let n = wl.poison;
-    for k in 0..n {
-        let at = total.mul_f64(f64::from(2 * k + 1) / f64::from(2 * n));
-        let mut s = Duration::ZERO;
-        let phase = cfg
-            .phases
-            .iter()
-            .position(|p| {
-                s += p.duration;
-                at < s
-            })
-            .unwrap_or(0);
-        out.push(Arrival {
-            at,
-            class: Class::Batch,
-            phase,
-            ms: wl.batch_min.as_secs_f64() * 1e3,
-            poison: true,
-            fail_first: false,
-        });
-    }
-    out.sort_by_key(|a| a.at);
     out
 }
 
