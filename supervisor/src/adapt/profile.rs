@@ -42,6 +42,10 @@ pub struct WindowedHistogram {
     slots: VecDeque<Slot>,
     /// Histograms of slots that went out of the window, kept for reuse.
     spare: Vec<Histogram<u64>>,
+    /// The time span `[from, until)` of the newest slot, once one exists: a `now` inside it
+    /// records there directly (no division, nothing to expire). Completions come in bursts
+    /// with the same `now`, so this is the common case.
+    newest: Option<(Instant, Instant)>,
 }
 
 impl WindowedHistogram {
@@ -54,6 +58,7 @@ impl WindowedHistogram {
             epoch,
             slots: VecDeque::new(),
             spare: Vec::new(),
+            newest: None,
         }
     }
 
@@ -77,6 +82,14 @@ impl WindowedHistogram {
 
     /// Records one completion `latency` after its dispatch, failed unless `ok`.
     pub fn record(&mut self, now: Instant, latency: Duration, ok: bool) {
+        if let Some((from, until)) = self.newest {
+            if now >= from && now < until {
+                if let Some(slot) = self.slots.back_mut() {
+                    Self::add(slot, latency, ok);
+                    return;
+                }
+            }
+        }
         let index = self.index(now);
         self.expire(index);
         if self.slots.back().is_none_or(|s| s.index < index) {
@@ -86,11 +99,27 @@ impl WindowedHistogram {
                 hist,
                 errors: 0,
             });
+            self.newest = self.span_of(index);
         }
         // A `now` older than the newest slot (time must not go backwards) lands in the newest.
         let slot = self.slots.back_mut().expect("pushed above");
-        if slot.hist.record(micros(latency)).is_err() {
-            slot.hist.saturating_record(micros(latency));
+        Self::add(slot, latency, ok);
+    }
+
+    /// The time span of slot `index` (`None` if it does not fit in an `Instant`).
+    fn span_of(&self, index: u64) -> Option<(Instant, Instant)> {
+        let nanos = self.slot.as_nanos();
+        let at = |i: u64| {
+            let off = u64::try_from(u128::from(i).checked_mul(nanos)?).ok()?;
+            self.epoch.checked_add(Duration::from_nanos(off))
+        };
+        Some((at(index)?, at(index.checked_add(1)?)?))
+    }
+
+    fn add(slot: &mut Slot, latency: Duration, ok: bool) {
+        let us = micros(latency);
+        if slot.hist.record(us).is_err() {
+            slot.hist.saturating_record(us);
         }
         if !ok {
             slot.errors += 1;
@@ -274,5 +303,39 @@ impl Profile {
                 errors as f64 / n as f64
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records land in the slot their `now` falls in, at the exact slot boundaries too, whether
+    /// they take the fast path (same slot as the previous record) or not.
+    #[test]
+    fn records_land_in_their_slot() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = WindowedHistogram::new(ms(10), 3, t0);
+        let at = |d: Duration| t0 + d;
+        for (now, ok) in [
+            (at(ms(0)), true),
+            (at(ms(10) - Duration::from_nanos(1)), false),
+            (at(ms(10)), true),
+            (at(ms(15)), true),
+            (at(ms(19)), false),
+            (at(ms(5)), true), // older than the newest slot: lands in the newest
+            (at(ms(20)), true),
+        ] {
+            w.record(now, ms(1), ok);
+        }
+        let now = at(ms(20));
+        assert_eq!(w.counts(now, 1), (1, 0), "slot 2");
+        assert_eq!(w.counts(now, 2), (5, 1), "slots 1-2");
+        assert_eq!(w.counts(now, 3), (7, 2), "slots 0-2");
+        // Slot 0 leaves the window when slot 3 starts.
+        w.record(at(ms(30)), ms(1), true);
+        assert_eq!(w.counts(at(ms(30)), 3), (6, 1));
+        assert_eq!(w.merged(at(ms(30)), 3).len(), 6);
     }
 }
