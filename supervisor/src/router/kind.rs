@@ -20,8 +20,13 @@ pub struct Dispatch {
     pub unit: usize,
 }
 
+/// How much later than the best candidate's a candidate's expected finish may be for it to
+/// stay in the choice once the adaptive controller measured worker costs (see
+/// [`KindRouter::set_cost`]).
+pub const COST_SLACK: f64 = 1.5;
+
 /// A worker serving the kind: its credits and counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct WorkerSlot {
     /// The unit (the lifecycle's `UnitId::index()`).
     pub unit: usize,
@@ -39,6 +44,9 @@ pub struct WorkerSlot {
     pub failed: u64,
     /// Tasks abandoned after dispatch (undeliverable or given up on).
     pub abandoned: u64,
+    /// Its measured service-time factor relative to the kind's other workers (1.0: typical,
+    /// 3.0: three times slower), set by the adaptive controller; `None`: not measured.
+    pub cost: Option<f64>,
 }
 
 impl WorkerSlot {
@@ -52,6 +60,7 @@ impl WorkerSlot {
             completed: 0,
             failed: 0,
             abandoned: 0,
+            cost: None,
         }
     }
 
@@ -147,6 +156,8 @@ pub struct KindRouter {
     /// Reused candidate list, and the `workers` index of each candidate.
     scratch: Vec<Candidate>,
     scratch_slots: Vec<usize>,
+    /// Some worker has a measured [`WorkerSlot::cost`].
+    costs_known: bool,
 }
 
 impl KindRouter {
@@ -175,6 +186,7 @@ impl KindRouter {
             dispatched: 0,
             scratch: Vec::new(),
             scratch_slots: Vec::new(),
+            costs_known: false,
         })
     }
 
@@ -259,6 +271,36 @@ impl KindRouter {
         n
     }
 
+    /// Speed-aware narrowing of the candidates (only when the adaptive controller measured
+    /// costs): keeps the candidates whose expected finish, `(in_flight + 1) × cost` (an
+    /// unmeasured worker counts as 1.0), is within [`COST_SLACK`] of the best; the policy picks
+    /// among those. With windows of one this sends a task to the fastest idle worker, as an
+    /// oracle that knew the speeds would, and never to a slow one while a fast one idles.
+    fn keep_fastest(&mut self) {
+        let finish =
+            |c: &Candidate, cost: Option<f64>| (f64::from(c.in_flight) + 1.0) * cost.unwrap_or(1.0);
+        let best = self
+            .scratch
+            .iter()
+            .zip(&self.scratch_slots)
+            .map(|(c, &slot)| finish(c, self.workers[slot].cost))
+            .fold(f64::INFINITY, f64::min);
+        if !best.is_finite() {
+            return;
+        }
+        let mut keep = 0;
+        for i in 0..self.scratch.len() {
+            let slot = self.scratch_slots[i];
+            if finish(&self.scratch[i], self.workers[slot].cost) <= best * COST_SLACK {
+                self.scratch.swap(keep, i);
+                self.scratch_slots.swap(keep, i);
+                keep += 1;
+            }
+        }
+        self.scratch.truncate(keep);
+        self.scratch_slots.truncate(keep);
+    }
+
     fn dispatch_one(&mut self, now: Instant, per_worker: u32) -> Option<Dispatch> {
         if self.queues.is_empty() {
             return None;
@@ -274,6 +316,9 @@ impl KindRouter {
                 });
                 self.scratch_slots.push(i);
             }
+        }
+        if self.costs_known {
+            self.keep_fastest();
         }
         let chosen = self.policy.pick(now, &self.scratch)?;
         let slot = *self.scratch_slots.get(chosen)?;
@@ -365,8 +410,23 @@ impl KindRouter {
         let i = self.index(unit)?;
         self.batch_taken.remove(i);
         let slot = self.workers.remove(i);
+        self.costs_known = self.workers.iter().any(|w| w.cost.is_some());
         self.policy.on_removed(unit);
         Ok(slot)
+    }
+
+    /// Sets `unit`'s measured service-time factor (see [`WorkerSlot::cost`]); `None` forgets
+    /// it. While any worker of the kind has one, dispatch prefers the workers expected to
+    /// finish a task soonest (see the module docs).
+    ///
+    /// # Errors
+    /// [`UnitError`] when `unit` does not serve the kind.
+    pub fn set_cost(&mut self, unit: usize, cost: Option<f64>) -> Result<(), UnitError> {
+        let cost = cost.filter(|c| c.is_finite() && *c > 0.0);
+        let i = self.index(unit)?;
+        self.workers[i].cost = cost;
+        self.costs_known = self.workers.iter().any(|w| w.cost.is_some());
+        Ok(())
     }
 
     /// Sets `unit`'s credit window (`concurrency`, or an adaptive controller's value). A window

@@ -115,7 +115,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use kind::{Dispatch, KindRouter, KindStats, UnitError, WorkerSlot};
+pub use kind::{Dispatch, KindRouter, KindStats, UnitError, WorkerSlot, COST_SLACK};
 pub use policy::{
     make_router, policy_name, retain_eligible, Candidate, Learned, LearnedConfig, LeastLoaded,
     PeakEwma, RoundRobin, Router, DEFAULT_DECAY, DEFAULT_RTT,

@@ -371,3 +371,58 @@ fn requeues_ignore_the_limit() {
         .collect();
     assert_eq!(order, [5, 1, 2, 4]);
 }
+
+#[test]
+fn measured_costs_send_tasks_to_the_fastest_idle_worker_whatever_the_policy() {
+    for policy in [
+        RouterPolicy::RoundRobin,
+        RouterPolicy::LeastLoaded,
+        RouterPolicy::PeakEwma,
+        RouterPolicy::Learned,
+    ] {
+        let mut r = router(policy, 1000, 32);
+        let (i, _) = ids(&r);
+        let now = t0();
+        for unit in 0..4 {
+            r.worker_added(unit, 1).unwrap();
+        }
+        // Without costs every idle worker gets one.
+        for id in 0..4 {
+            r.submit(id, i).unwrap();
+        }
+        let mut units: Vec<usize> = (0..4).map(|_| r.next_dispatch(now).unwrap().unit).collect();
+        units.sort_unstable();
+        assert_eq!(units, [0, 1, 2, 3], "{policy:?}");
+        for unit in 0..4 {
+            r.completed(unit, Duration::from_millis(1), true, now)
+                .unwrap();
+        }
+        // Unit 2 is 4x slower, unit 3 twice as fast: with all idle, unit 3 is chosen every
+        // time (it finishes first); when it is busy, the 1.0 ones; never unit 2 while a worker
+        // expected to finish within 1.5x of the best is free.
+        r.set_cost(2, Some(4.0)).unwrap();
+        r.set_cost(3, Some(0.5)).unwrap();
+        for round in 0..20 {
+            r.submit(100 + round, i).unwrap();
+            let d = r.next_dispatch(now).unwrap();
+            assert_eq!(d.unit, 3, "{policy:?} round {round}");
+            r.completed(3, Duration::from_millis(1), true, now).unwrap();
+        }
+        r.set_window(3, 1).unwrap();
+        for id in 200..203 {
+            r.submit(id, i).unwrap();
+        }
+        let mut got: Vec<usize> = (0..3).map(|_| r.next_dispatch(now).unwrap().unit).collect();
+        got.sort_unstable();
+        // 3 first (0.5), then 0 and 1 (1.0 <= 1.5 x 1.0 once 3 is busy); never 2.
+        assert_eq!(got, [0, 1, 3], "{policy:?}");
+        // Only the slow one left: it still gets work (nothing is starved of a worker).
+        r.submit(300, i).unwrap();
+        assert_eq!(r.next_dispatch(now).unwrap().unit, 2, "{policy:?}");
+        // Forgetting the costs restores the policy's own choice.
+        r.set_cost(2, None).unwrap();
+        r.set_cost(3, None).unwrap();
+        assert!(r.workers().iter().all(|w| w.cost.is_none()));
+        assert!(r.set_cost(9, Some(1.0)).is_err(), "unknown unit");
+    }
+}
