@@ -541,8 +541,21 @@ impl Outcome {
     /// # Errors
     /// [`WireError`] for a malformed loopback body.
     pub fn decode(status: Status, body: &[u8]) -> Result<Self, WireError> {
+        Self::decode_into(status, body, Vec::new())
+    }
+
+    /// [`Outcome::decode`], copying an `Ok` body into `buf` (cleared first) instead of a new
+    /// allocation: a reader decoding many outcomes passes buffers it recycles.
+    ///
+    /// # Errors
+    /// [`WireError`] for a malformed loopback body.
+    pub fn decode_into(status: Status, body: &[u8], mut buf: Vec<u8>) -> Result<Self, WireError> {
         Ok(match status {
-            Status::Ok => Self::Ok(body.to_vec()),
+            Status::Ok => {
+                buf.clear();
+                buf.extend_from_slice(body);
+                Self::Ok(buf)
+            }
             Status::Failed | Status::Retryable => Self::Err {
                 retryable: status == Status::Retryable,
                 message: String::from_utf8_lossy(body).into_owned(),

@@ -234,7 +234,7 @@ fn drain_ring<T>(
     rx: &mut amp_ipc::signal::Receiver,
     tags: &[u16],
     ring: &str,
-    decode: impl Fn(u16, &[u8]) -> Result<T, amp_ipc::wire::WireError>,
+    mut decode: impl FnMut(u16, &[u8]) -> Result<T, amp_ipc::wire::WireError>,
 ) -> (Vec<T>, Option<String>) {
     let mut out = Vec::new();
     for _ in 0..READ_BUDGET {
@@ -336,9 +336,11 @@ impl Daemon {
         for key in keys {
             let serial = self.plane.serial_of(key);
             let (batch, bad) = {
-                let Some(c) = self.plane.clients.slab.get_mut(key) else {
+                let plane = &mut self.plane;
+                let Some(c) = plane.clients.slab.get_mut(key) else {
                     continue;
                 };
+                let delivery = &mut plane.delivery;
                 if !c.drain_backlog() && !c.backlog.is_empty() {
                     // The client does not read its results: stop taking its submissions until
                     // it does (backpressure), so nothing is dropped.
@@ -350,11 +352,9 @@ impl Daemon {
                     "submission",
                     |_, d| {
                         SubmitHeader::read(d).map(|(h, key, payload)| {
-                            (
-                                h,
-                                key.map(|k| String::from_utf8_lossy(k).into_owned()),
-                                payload.to_vec(),
-                            )
+                            let mut buf = delivery.take_buffer();
+                            buf.extend_from_slice(payload);
+                            (h, key.map(|k| String::from_utf8_lossy(k).into_owned()), buf)
                         })
                     },
                 );
@@ -563,6 +563,7 @@ impl Daemon {
             let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) else {
                 return false;
             };
+            let delivery = &mut self.plane.delivery;
             let (got, why) = drain_ring(
                 &mut ipc.end.completions,
                 &[TAG_COMPLETION, amp_ipc::wire::TAG_SUBTASK],
@@ -572,7 +573,11 @@ impl Daemon {
                         return TaskHeader::read(d).map(|(h, p)| FromRing::Sub(h, p.to_vec()));
                     }
                     CompletionHeader::read(d).and_then(|(h, body)| {
-                        Ok(FromRing::Done(h, Outcome::decode(h.status, body)?))
+                        let buf = delivery.take_buffer();
+                        Ok(FromRing::Done(
+                            h,
+                            Outcome::decode_into(h.status, body, buf)?,
+                        ))
                     })
                 },
             );
@@ -1162,6 +1167,7 @@ impl Daemon {
             latency_ns: latency,
         };
         c.push_result(h, &body);
+        self.plane.delivery.give_buffer(body);
         if !self.plane.dirty_clients.contains(&key) {
             self.plane.dirty_clients.push(key);
         }

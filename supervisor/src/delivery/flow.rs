@@ -302,7 +302,9 @@ impl Delivery {
             return;
         }
         t.loops += 1;
-        t.payload = payload;
+        let old = std::mem::replace(&mut t.payload, payload);
+        self.give_buffer(old);
+        let t = &self.tasks[key];
         let (id, kind, class) = (t.id, t.kind, t.class);
         self.set_state(key, State::Queued);
         self.stats.bump(kind, |c| c.loopbacks += 1);

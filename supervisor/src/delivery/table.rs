@@ -129,7 +129,15 @@ pub struct Delivery {
     pub(super) awaiting: u64,
     /// [`DeliveryAction::Deliver`]s emitted.
     pub(super) answers: u64,
+    /// Emptied payload buffers of finished tasks, handed out again by
+    /// [`Delivery::take_buffer`] (spares the allocator two calls per task).
+    pub(super) spare: Vec<Vec<u8>>,
 }
+
+/// Buffers kept for reuse at most (see [`Delivery::take_buffer`]).
+const SPARE_BUFFERS: usize = 16_384;
+/// Largest buffer kept for reuse, in bytes (larger ones are freed).
+const SPARE_BUFFER_BYTES: usize = 4096;
 
 impl Delivery {
     /// Builds the core. `kinds[i]` holds the settings of kind id `i` (the event loop interns
@@ -187,6 +195,7 @@ impl Delivery {
             intake_open: true,
             awaiting: 0,
             answers: 0,
+            spare: Vec::new(),
         })
     }
 
@@ -224,6 +233,25 @@ impl Delivery {
     #[must_use]
     pub fn in_flight_on(&self, unit: usize) -> usize {
         self.by_unit.get(&unit).map_or(0, Vec::len)
+    }
+
+    /// An empty buffer for a payload or a result, reusing one a finished task left behind
+    /// when there is one. Pass it back with [`Delivery::give_buffer`] once done with it.
+    #[must_use]
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for [`Delivery::take_buffer`] (emptied; very large buffers and those beyond
+    /// a bounded number are freed).
+    pub fn give_buffer(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0
+            && buf.capacity() <= SPARE_BUFFER_BYTES
+            && self.spare.len() < SPARE_BUFFERS
+        {
+            buf.clear();
+            self.spare.push(buf);
+        }
     }
 
     /// The slab key of `id`, if it is in the table.
@@ -336,7 +364,8 @@ impl Delivery {
         outcome: FinalOutcome,
         out: &mut Vec<DeliveryAction>,
     ) {
-        let task = self.remove(key);
+        let mut task = self.remove(key);
+        self.give_buffer(std::mem::take(&mut task.payload));
         if task.answered {
             self.stats.bump(task.kind, |c| c.reruns_finished += 1);
             out.push(DeliveryAction::RerunFinished {
@@ -425,5 +454,40 @@ impl Delivery {
             self.answer(id, submitter, &joined, outcome, out);
         }
         self.set_state(key, State::DeadLettered { reason, at: now });
+    }
+}
+
+#[cfg(test)]
+mod buffer_tests {
+    use super::*;
+    use crate::delivery::{NewTask, Take};
+    use rand::SeedableRng;
+
+    /// A finished task's payload buffer comes back, emptied, from `take_buffer`; buffers too
+    /// large to keep do not.
+    #[test]
+    fn payload_buffers_are_reused() {
+        let mut d = Delivery::new(
+            vec![KindConfig::default()],
+            1,
+            DeliveryOptions::default(),
+            SmallRng::seed_from_u64(1),
+        )
+        .expect("valid options");
+        let now = Instant::now();
+        let to = Submitter { client: 1, tag: 1 };
+        assert_eq!(d.take_buffer().capacity(), 0, "nothing to reuse yet");
+        let mut payload = Vec::with_capacity(64);
+        payload.extend_from_slice(b"abc");
+        let id = d.submit(now, NewTask::new(0, 0, payload, to)).unwrap().id();
+        assert!(matches!(d.take_for_dispatch(now, id, 0), Take::Dispatch(_)));
+        let actions = d.completed(now, 0, id, 1, amp_ipc::Outcome::Ok(b"r".to_vec()));
+        assert_eq!(actions.len(), 1);
+        let buf = d.take_buffer();
+        assert!(buf.is_empty() && buf.capacity() >= 64, "{}", buf.capacity());
+        assert_eq!(d.take_buffer().capacity(), 0, "handed out once");
+        d.give_buffer(Vec::with_capacity(SPARE_BUFFER_BYTES + 1));
+        assert_eq!(d.take_buffer().capacity(), 0, "too large to keep");
+        d.check_invariants();
     }
 }
