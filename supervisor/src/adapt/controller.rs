@@ -63,6 +63,8 @@ pub(super) struct WorkerState {
     pub busy: Duration,
     /// Utilisation (busy share) over the last interval.
     pub utilisation: f64,
+    /// The service-time factor last sent to the router (`AdaptAction::SetCost`).
+    pub cost: Option<f64>,
 }
 
 /// The kind's queue as last reported.
@@ -330,6 +332,7 @@ impl Controller {
             busy_since: None,
             busy: Duration::ZERO,
             utilisation: 0.0,
+            cost: None,
         };
         k.workers.insert(unit, w);
         let window = self.target_window(kind, unit, now).unwrap_or(1);
@@ -539,6 +542,7 @@ impl Controller {
                             "warming": w.warming,
                             "draining": w.draining,
                             "utilisation": w.utilisation,
+                            "cost": w.cost,
                             "profile": w.profile.summary(now),
                             "resources": self.units.get(unit).map(|u| u.resources),
                         })
@@ -719,6 +723,11 @@ impl Controller {
             AdaptAction::SetBatch { kind, batch } => {
                 if let Some(k) = self.kinds.get_mut(kind) {
                     k.batch = *batch;
+                }
+            }
+            AdaptAction::SetCost { kind, unit, cost } => {
+                if let Some(w) = self.worker_mut(kind, *unit) {
+                    w.cost = *cost;
                 }
             }
             AdaptAction::SetTimeout { kind, timeout } => {

@@ -184,6 +184,18 @@ pub enum AdaptAction {
         /// The new per-worker batch.
         batch: u32,
     },
+    /// `KindRouter::set_cost(unit, cost)` on the kind's router: the worker's measured
+    /// service-time factor relative to the kind's other workers, so that dispatch prefers the
+    /// workers expected to finish a task soonest. A measurement kept up to date every tick (in
+    /// auto mode), not a decision: it makes no event. `None` forgets it.
+    SetCost {
+        /// The kind.
+        kind: String,
+        /// The unit.
+        unit: usize,
+        /// The factor (1.0: the kind's median worker), or `None`.
+        cost: Option<f64>,
+    },
     /// The kind's run timeout for tasks dispatched from now on.
     SetTimeout {
         /// The kind.

@@ -6,6 +6,13 @@ use super::decision::{AdaptAction, Change, Evidence, Target};
 use super::gradient::{Rule, UpdateFigures};
 use std::time::{Duration, Instant};
 
+/// Relative change of a worker's cost that is sent to the router.
+pub const COST_HYSTERESIS: f64 = 0.1;
+/// Smallest cost sent.
+const COST_MIN: f64 = 0.01;
+/// Largest cost sent.
+const COST_MAX: f64 = 1000.0;
+
 impl Controller {
     /// When the next [`tick`](Self::tick) has work to do (`None` before the first).
     #[must_use]
@@ -30,6 +37,7 @@ impl Controller {
         }
         for kind in &kinds {
             let mode = self.kinds[kind].mode;
+            self.tick_costs(kind, mode, now, &mut out);
             if mode == Mode::Off {
                 continue;
             }
@@ -81,6 +89,80 @@ impl Controller {
         q.last_depth = q.depth;
         q.max_depth = q.depth;
         q.max_wait = q.wait;
+    }
+
+    /// Keeps the router's per-worker cost (service-time factor) up to date in auto mode, and
+    /// forgets it in the other modes and while a canary runs on the kind. A worker's service time is its un-queued RTT over the
+    /// long window (its limiter's long RTT) — or, while it holds a task longer than the stall
+    /// threshold, that task's age; its cost is that over the median of the kind's workers.
+    /// A cost is sent when it moves by more than [`COST_HYSTERESIS`].
+    fn tick_costs(&mut self, kind: &str, mode: Mode, now: Instant, out: &mut Vec<AdaptAction>) {
+        let Some(k) = self.kinds.get_mut(kind) else {
+            return;
+        };
+        // During a canary, canary and control groups must see the same traffic for their
+        // latencies to be comparable: no cost-based preference then.
+        if mode != Mode::Auto || k.canary.is_some() {
+            for (unit, w) in &mut k.workers {
+                if w.cost.take().is_some() {
+                    out.push(AdaptAction::SetCost {
+                        kind: kind.to_owned(),
+                        unit: *unit,
+                        cost: None,
+                    });
+                }
+            }
+            return;
+        }
+        let cfg = self.config.window;
+        let tail = {
+            let h = k.profile.long.merged(now, k.profile.long.slots());
+            (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(0.999)))
+        };
+        let stall_after = cfg
+            .stall_min
+            .max(tail.unwrap_or(cfg.stall_min).mul_f64(cfg.stall_factor));
+        let estimates: Vec<(usize, f64)> = k
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.draining)
+            .filter_map(|(unit, w)| {
+                let rtt = w.limiter.long_rtt()?.as_secs_f64();
+                let age = now.saturating_duration_since(w.last_progress);
+                let held = if w.in_flight > 0 && age >= stall_after {
+                    age.as_secs_f64()
+                } else {
+                    0.0
+                };
+                Some((*unit, rtt.max(held)))
+            })
+            .collect();
+        if estimates.len() < 2 {
+            return;
+        }
+        let mut sorted: Vec<f64> = estimates.iter().map(|e| e.1).collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        if !(median > 0.0 && median.is_finite()) {
+            return;
+        }
+        for (unit, est) in estimates {
+            let cost = (est / median).clamp(COST_MIN, COST_MAX);
+            let Some(w) = k.workers.get_mut(&unit) else {
+                continue;
+            };
+            let moved = w
+                .cost
+                .is_none_or(|c| (cost - c).abs() > COST_HYSTERESIS * c);
+            if moved {
+                w.cost = Some(cost);
+                out.push(AdaptAction::SetCost {
+                    kind: kind.to_owned(),
+                    unit,
+                    cost: Some(cost),
+                });
+            }
+        }
     }
 
     fn tick_windows(&mut self, kind: &str, mode: Mode, now: Instant, out: &mut Vec<AdaptAction>) {

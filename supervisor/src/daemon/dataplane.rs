@@ -970,6 +970,11 @@ impl Daemon {
                         let _ = self.plane.routers[k].set_window(unit, window);
                     }
                 }
+                AdaptAction::SetCost { kind, unit, cost } => {
+                    if let Some(k) = kid(self, &kind) {
+                        let _ = self.plane.routers[k].set_cost(unit, cost);
+                    }
+                }
                 AdaptAction::SetBatch { kind, batch } => {
                     if let Some(k) = kid(self, &kind) {
                         self.plane.routers[k].set_batch(batch);

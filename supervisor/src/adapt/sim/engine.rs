@@ -753,6 +753,7 @@ impl<'a> Engine<'a> {
             let name = match &a {
                 AdaptAction::SetWindow { .. } => "set_window",
                 AdaptAction::SetBatch { .. } => "set_batch",
+                AdaptAction::SetCost { .. } => "set_cost",
                 AdaptAction::SetTimeout { .. } => "set_timeout",
                 AdaptAction::Adjust { .. } => "adjust",
                 AdaptAction::ScaleTo { .. } => "scale_to",
@@ -772,6 +773,11 @@ impl<'a> Engine<'a> {
                 }
             }
             AdaptAction::SetBatch { batch, .. } => self.router.set_batch(batch),
+            AdaptAction::SetCost { unit, cost, .. } => {
+                if self.oracle.is_none() {
+                    let _ = self.router.set_cost(unit, cost);
+                }
+            }
             AdaptAction::SetTimeout { timeout, .. } => self.timeout = Some(timeout),
             AdaptAction::Adjust { unit, extra } => {
                 self.adjustments.push((secs(self.now), unit, extra.clone()));

@@ -409,3 +409,50 @@ fn reconfigure_changes_the_modes_the_file_changed_and_keeps_runtime_ones() {
     assert_eq!(c.mode(KIND), Mode::Auto);
     assert_eq!(c.config().scale.up_after, Duration::from_secs(7));
 }
+
+#[test]
+fn costs_follow_each_workers_service_time_in_auto_mode_only() {
+    let mut c = Controller::new(config(Mode::Auto), 1).unwrap();
+    let mut now = Instant::now();
+    let speeds = [10u64, 10, 40, 5];
+    for u in 0..speeds.len() {
+        c.observe_worker_added(KIND, u, "g", now);
+    }
+    let mut costs = std::collections::BTreeMap::new();
+    for _ in 0..60 {
+        // One task at a time per worker: every RTT is un-queued, i.e. the service time.
+        for (u, ms) in speeds.iter().enumerate() {
+            c.observe_dispatch(KIND, u, now);
+            c.observe_completion(KIND, u, Duration::from_millis(*ms), true, now);
+        }
+        now += Duration::from_millis(100);
+        for a in c.tick(now) {
+            if let AdaptAction::SetCost { unit, cost, .. } = a {
+                costs.insert(unit, cost);
+            }
+        }
+    }
+    let cost = |u: usize| costs[&u].unwrap();
+    // Median service time 10 ms: 1, 1, 4, 0.5.
+    assert!((cost(2) / cost(0) - 4.0).abs() < 0.5, "{costs:?}");
+    assert!((cost(3) / cost(0) - 0.5).abs() < 0.1, "{costs:?}");
+    assert!((cost(0) - 1.0).abs() < 0.2, "{costs:?}");
+    // Leaving auto mode forgets every cost in the router.
+    let _ = c.set_mode(KIND, Mode::Advise, now);
+    now += Duration::from_millis(100);
+    let cleared: Vec<_> = c
+        .tick(now)
+        .into_iter()
+        .filter_map(|a| match a {
+            AdaptAction::SetCost { unit, cost, .. } => Some((unit, cost)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cleared.len(), speeds.len(), "{cleared:?}");
+    assert!(cleared.iter().all(|(_, c)| c.is_none()));
+    now += Duration::from_millis(100);
+    assert!(!c
+        .tick(now)
+        .iter()
+        .any(|a| matches!(a, AdaptAction::SetCost { .. })));
+}
