@@ -11,6 +11,7 @@
 //! | output | rule | input |
 //! |---|---|---|
 //! | [`AdaptAction::SetWindow`] per worker | Gradient2: `gradient = clamp(tolerance·long/short RTT, 0.5, 1)`, `limit = limit·gradient + allowance·√limit`, smoothed, bounded; AIMD (× `backoff`, then +1) on error bursts; `min` at once on a stall; reduced during warm-up ([`gradient`]) | completions (RTT from dispatch), dispatches, queue depth |
+//! | [`AdaptAction::SetCost`] per worker (a measurement, not a decision: no event) | the worker's un-queued RTT over the long window — or the age of a task it holds past the stall threshold — over the kind's median; sent in `auto` mode when it moves by > 10 %, forgotten in other modes and during a canary. The router then keeps only candidates whose `(in_flight + 1) × cost` is within 1.5× of the best (`KindRouter::set_cost`): the fastest idle worker first | completions, dispatches |
 //! | [`AdaptAction::SetBatch`] per kind | AIMD: +1 while the kind's short-window p99 is within `batch.latency_target` and tasks waited, × `decrease` when above. A slow worker's chunk is bounded by its (smaller) window, since a worker never gets more than its free credits in one dispatch pass | the kind's profile |
 //! | [`AdaptAction::SetTimeout`] per kind | `clamp(factor · p99 over the long window, min, max)`, changed beyond a hysteresis | the kind's profile |
 //! | [`AdaptAction::Adjust`] per worker | canary of a parameter set on ~20 % of the workers (speed-stratified) against a same-size control; Mann–Whitney U + p99 margin + error rate; adopt (rolled out in steps of at most `max_change_fraction`) or roll back (see `canary.rs`) | completions of canary and control |
@@ -44,7 +45,8 @@
 //!    the queued count and the age of the oldest queued task. Resource samples from `/proc`:
 //!    [`Controller::observe_resources`].
 //! 5. Poll with a timeout no later than [`Controller::next_tick`]; call [`Controller::tick`]
-//!    and carry out its actions in order: `SetWindow` → `KindRouter::set_window`; `SetBatch` →
+//!    and carry out its actions in order: `SetWindow` → `KindRouter::set_window`; `SetCost` →
+//!    `KindRouter::set_cost`; `SetBatch` →
 //!    `KindRouter::set_batch`; `SetTimeout` → the kind's run timeout for new dispatches;
 //!    `Adjust` → `ToWorker::Adjust { params: action.worker_params(&current) }`; `Drain` →
 //!    `KindRouter::set_draining` on each of the unit's kinds and control `Drain`, then stop it
