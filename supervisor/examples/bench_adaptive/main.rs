@@ -58,6 +58,13 @@ struct Args {
     /// example's target directory, e.g. target/release).
     #[arg(long)]
     bins: Option<std::path::PathBuf>,
+    /// Real runs: only these (e.g. `--only round_robin --only least_loaded+adapt`); the
+    /// summary needs `round_robin` and at least one `+adapt` run.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Real runs: print the slowest interactive tasks of each run (unit, size, latency).
+    #[arg(long)]
+    slowest: Option<usize>,
     /// Seed of the first run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -229,6 +236,9 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
                 SimPolicy::Router(p).name(),
                 if adaptive { "+adapt" } else { "" }
             );
+            if !args.only.is_empty() && !args.only.iter().any(|o| o == &label) {
+                continue;
+            }
             let dir = real::scratch(&label)?;
             let t = Instant::now();
             let result = real::run(&base, p, adaptive, &bins, &dir).with_context(|| {
@@ -241,6 +251,25 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
                 result.lost,
                 result.dead_lettered
             );
+            if let Some(n) = args.slowest {
+                let mut slow: Vec<_> = result
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.class == amp_supervisor::adapt::sim::Class::Interactive)
+                    .filter_map(|(i, t)| t.latency.map(|l| (l, i, t)))
+                    .collect();
+                slow.sort_by(|a, b| b.0.cmp(&a.0));
+                for (l, i, t) in slow.into_iter().take(n) {
+                    eprintln!(
+                        "#   task {i} phase {} unit {:?} attempts {} latency {:.1} ms",
+                        t.phase,
+                        t.unit,
+                        t.attempts,
+                        l.as_secs_f64() * 1e3
+                    );
+                }
+            }
             let _ = std::fs::remove_dir_all(&dir);
             runs.push(ScenarioRun {
                 label,

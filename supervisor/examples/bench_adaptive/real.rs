@@ -150,8 +150,10 @@ fn config(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "[supervisor]\ncontrol_socket = {:?}\nshm_prefix = \"ampbench\"\n",
-        dir.join("ampd.sock").display().to_string()
+        "[supervisor]\ncontrol_socket = {:?}\nshm_prefix = \"ampbench\"\n\
+         retry_backoff = \"{}ms\"\n",
+        dir.join("ampd.sock").display().to_string(),
+        cfg.retry_base.as_millis().max(1)
     );
     let sleep = bins.join("amp-sleep").display().to_string();
     for (u, w) in cfg.workers.iter().enumerate() {

@@ -95,6 +95,11 @@ pub struct SupervisorConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Group allowed to use the control socket besides ampd's user; `None`: owner only.
     pub control_group: Option<String>,
+    /// Ceiling of the first retry's delay after a retryable error (full jitter; the ceiling
+    /// doubles with each retry).
+    pub retry_backoff: Duration,
+    /// Largest retry delay ceiling.
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -110,6 +115,8 @@ impl Default for SupervisorConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             metrics_addr: None,
             control_group: None,
+            retry_backoff: crate::delivery::DEFAULT_RETRY_BASE,
+            retry_backoff_max: crate::delivery::DEFAULT_RETRY_CAP,
         }
     }
 }

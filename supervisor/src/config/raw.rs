@@ -44,6 +44,8 @@ pub(super) struct RawSupervisor {
     pub heartbeat_timeout: Option<Spanned<Dur>>,
     pub metrics_addr: Option<Spanned<String>>,
     pub control_group: Option<Spanned<String>>,
+    pub retry_backoff: Option<Spanned<Dur>>,
+    pub retry_backoff_max: Option<Spanned<Dur>>,
 }
 
 /// `[workers.NAME]`.

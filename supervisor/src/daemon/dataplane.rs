@@ -140,6 +140,8 @@ impl Plane {
         let pipeline = crate::pipeline::Pipeline::new(cfg);
         let options = DeliveryOptions {
             max_loops: pipeline.max_loops_bound(),
+            retry_base: cfg.supervisor.retry_backoff,
+            retry_cap: cfg.supervisor.retry_backoff_max,
             ..DeliveryOptions::default()
         };
         let delivery = Delivery::new(

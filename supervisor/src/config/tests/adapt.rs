@@ -164,3 +164,30 @@ fn adapt_bad_values_are_refused() {
     let e = fail(&with_workers("[kinds.a]\nadapt = \"always\"\n"));
     assert!(e.to_string().contains("always"), "{e}");
 }
+
+#[test]
+fn retry_backoff_keys() {
+    let c = ok(WORKERS);
+    assert_eq!(
+        c.supervisor.retry_backoff,
+        crate::delivery::DEFAULT_RETRY_BASE
+    );
+    assert_eq!(
+        c.supervisor.retry_backoff_max,
+        crate::delivery::DEFAULT_RETRY_CAP
+    );
+    let c = ok(&format!(
+        "[supervisor]\nretry_backoff = \"20ms\"\nretry_backoff_max = \"1s\"\n{WORKERS}"
+    ));
+    assert_eq!(c.supervisor.retry_backoff, Duration::from_millis(20));
+    assert_eq!(c.supervisor.retry_backoff_max, Duration::from_secs(1));
+    let e = fail(&format!(
+        "[supervisor]\nretry_backoff = \"2s\"\nretry_backoff_max = \"1s\"\n{WORKERS}"
+    ));
+    assert_eq!(
+        lines(&e),
+        ["amp.toml:2:17: supervisor.retry_backoff: 2s is above retry_backoff_max = 1s"]
+    );
+    let e = fail(&format!("[supervisor]\nretry_backoff = \"0s\"\n{WORKERS}"));
+    assert!(e.to_string().contains("supervisor.retry_backoff"), "{e}");
+}

@@ -69,6 +69,32 @@ impl Checker<'_> {
             "supervisor.heartbeat_timeout",
             out.heartbeat_timeout,
         );
+        out.retry_backoff = self.nonzero(
+            raw.retry_backoff.as_ref(),
+            "supervisor.retry_backoff",
+            out.retry_backoff,
+        );
+        out.retry_backoff_max = self.nonzero(
+            raw.retry_backoff_max.as_ref(),
+            "supervisor.retry_backoff_max",
+            out.retry_backoff_max,
+        );
+        if out.retry_backoff > out.retry_backoff_max {
+            if let Some(s) = raw
+                .retry_backoff
+                .as_ref()
+                .or(raw.retry_backoff_max.as_ref())
+            {
+                self.error(
+                    s.span(),
+                    "supervisor.retry_backoff",
+                    format!(
+                        "{:?} is above retry_backoff_max = {:?}",
+                        out.retry_backoff, out.retry_backoff_max
+                    ),
+                );
+            }
+        }
         let blame = raw
             .heartbeat_timeout
             .as_ref()
