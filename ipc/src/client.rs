@@ -174,11 +174,116 @@ pub struct Client {
     max_record: usize,
     next_ticket: Ticket,
     /// Results read but not yet asked for.
-    ready: HashMap<Ticket, TaskResult>,
+    ready: ReadySet,
+    /// The last kind looked up and its id (a client mostly submits one kind; spares hashing
+    /// the name per submission).
+    last_kind: Option<(String, u32)>,
     /// Tickets of `ready` in arrival order (for `try_result`; may hold tickets already taken).
     arrivals: std::collections::VecDeque<Ticket>,
     /// Submissions pushed but not yet published.
     unflushed: bool,
+}
+
+/// Results read but not yet taken, by ticket. Tickets are issued in sequence and results come
+/// back in about that order, so they live in a window of slots indexed by `ticket - base`
+/// (no hashing, touched in order); a ticket outside the window (far behind or ahead of the
+/// others) goes to a map on the side.
+#[derive(Debug, Default)]
+struct ReadySet {
+    /// Ticket of `window[0]`.
+    base: Ticket,
+    /// Slots for tickets `base .. base + window.len()`; the front one is never empty.
+    window: std::collections::VecDeque<Option<TaskResult>>,
+    /// Occupied slots in `window`.
+    in_window: usize,
+    /// Everything else; a ticket is in at most one of `window` and `side`.
+    side: HashMap<Ticket, TaskResult>,
+}
+
+impl ReadySet {
+    /// Slots the window may always span; beyond, it may span 4 per result it holds.
+    const MIN_SPAN: usize = 4096;
+
+    fn slot(&self, t: Ticket) -> Option<usize> {
+        let off = usize::try_from(t.checked_sub(self.base)?).ok()?;
+        (off < self.window.len()).then_some(off)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.in_window == 0 && self.side.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.in_window + self.side.len()
+    }
+
+    fn contains(&self, t: Ticket) -> bool {
+        self.slot(t).is_some_and(|s| self.window[s].is_some()) || self.side.contains_key(&t)
+    }
+
+    fn insert(&mut self, t: Ticket, r: TaskResult) {
+        if !self.side.is_empty() {
+            self.side.remove(&t);
+        }
+        if self.window.is_empty() {
+            self.base = t;
+        }
+        if let Some(s) = self.slot(t) {
+            if self.window[s].replace(r).is_none() {
+                self.in_window += 1;
+            }
+            return;
+        }
+        if t < self.base {
+            self.side.insert(t, r);
+            return;
+        }
+        // Ahead of the window: extend it, first moving its oldest results aside while it
+        // would grow too sparse (a result nobody takes must not hold it open).
+        loop {
+            if self.window.is_empty() {
+                self.base = t;
+            }
+            let span = Self::MIN_SPAN.max(4 * (self.in_window + 1));
+            let off = usize::try_from(t - self.base).unwrap_or(usize::MAX);
+            if off < span {
+                self.window.resize_with(off, || None);
+                self.window.push_back(Some(r));
+                self.in_window += 1;
+                return;
+            }
+            if let Some(Some(old)) = self.window.pop_front() {
+                self.in_window -= 1;
+                self.side.insert(self.base, old);
+            }
+            self.base += 1;
+            self.pop_empty_front();
+        }
+    }
+
+    fn pop_empty_front(&mut self) {
+        while matches!(self.window.front(), Some(None)) {
+            self.window.pop_front();
+            self.base += 1;
+        }
+    }
+
+    fn remove(&mut self, t: Ticket) -> Option<TaskResult> {
+        if let Some(s) = self.slot(t) {
+            if let Some(r) = self.window[s].take() {
+                self.in_window -= 1;
+                if s == 0 {
+                    self.pop_empty_front();
+                }
+                return Some(r);
+            }
+        }
+        if self.side.is_empty() {
+            None
+        } else {
+            self.side.remove(&t)
+        }
+    }
 }
 
 fn read_line_with_fds(sock: &UnixStream) -> Result<(String, Vec<OwnedFd>), ClientError> {
@@ -305,7 +410,8 @@ impl Client {
             classes,
             max_record,
             next_ticket: 1,
-            ready: HashMap::new(),
+            ready: ReadySet::default(),
+            last_kind: None,
             arrivals: std::collections::VecDeque::new(),
             unflushed: false,
         })
@@ -322,15 +428,22 @@ impl Client {
         &self.classes
     }
 
-    fn kind_id(&self, kind: &str) -> Result<u32, ClientError> {
-        self.kinds.get(kind).copied().ok_or_else(|| {
+    fn kind_id(&mut self, kind: &str) -> Result<u32, ClientError> {
+        if let Some((name, id)) = &self.last_kind {
+            if name == kind {
+                return Ok(*id);
+            }
+        }
+        let id = self.kinds.get(kind).copied().ok_or_else(|| {
             let mut known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
             known.sort_unstable();
             ClientError::UnknownKind {
                 kind: kind.to_owned(),
                 known: known.join(", "),
             }
-        })
+        })?;
+        self.last_kind = Some((kind.to_owned(), id));
+        Ok(id)
     }
 
     fn class_id(&self, class: Option<&str>) -> Result<u32, ClientError> {
@@ -474,7 +587,7 @@ impl Client {
             // Tickets taken by `wait_for` stay in `arrivals` until skipped; keep it bounded.
             if self.arrivals.len() > 2 * self.ready.len() + 1024 {
                 let ready = &self.ready;
-                self.arrivals.retain(|t| ready.contains_key(t));
+                self.arrivals.retain(|t| ready.contains(*t));
             }
             self.arrivals.push_back(h.ticket);
             self.ready.insert(
@@ -503,7 +616,7 @@ impl Client {
         }
         // Oldest first; tickets already taken by `wait_for` are skipped.
         while let Some(t) = self.arrivals.pop_front() {
-            if let Some(r) = self.ready.remove(&t) {
+            if let Some(r) = self.ready.remove(t) {
                 return Ok(Some(r));
             }
         }
@@ -539,9 +652,13 @@ impl Client {
         ticket: Ticket,
         timeout: Duration,
     ) -> Result<TaskResult, ClientError> {
+        // No clock read while the result is already here (the common case when draining).
+        if let Some(r) = self.ready.remove(ticket) {
+            return Ok(r);
+        }
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(r) = self.ready.remove(&ticket) {
+            if let Some(r) = self.ready.remove(ticket) {
                 return Ok(r);
             }
             if self.poll_results()? > 0 {
@@ -586,5 +703,81 @@ impl Client {
             });
         }
         Ok(Bincode::decode(&r.body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    fn result(ticket: Ticket) -> TaskResult {
+        TaskResult {
+            ticket,
+            task_id: ticket * 10,
+            status: ResultStatus::Ok,
+            attempts: 1,
+            latency: Duration::ZERO,
+            body: ticket.to_le_bytes().to_vec(),
+        }
+    }
+
+    /// The ready set behaves like a map under in-order, out-of-order, straggling and repeated
+    /// tickets, and keeps its front slot occupied.
+    #[test]
+    fn ready_set_behaves_like_a_map() {
+        for seed in 0..20 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut set = ReadySet::default();
+            let mut model: BTreeMap<Ticket, u64> = BTreeMap::new();
+            let mut next = 1u64;
+            for step in 0..20_000 {
+                match rng.random_range(0..10) {
+                    0..=4 => {
+                        // Mostly the next ticket; sometimes one a little ahead or behind.
+                        let t = match rng.random_range(0..20) {
+                            0 => next.saturating_sub(rng.random_range(0..50)),
+                            1 => next + rng.random_range(0..10_000),
+                            _ => next,
+                        };
+                        next = next.max(t + 1);
+                        set.insert(t, result(t));
+                        model.insert(t, t * 10);
+                    }
+                    5..=8 => {
+                        let t = if rng.random_bool(0.8) {
+                            model.keys().next().copied().unwrap_or(0)
+                        } else {
+                            rng.random_range(0..next + 5)
+                        };
+                        let got = set.remove(t).map(|r| r.task_id);
+                        assert_eq!(got, model.remove(&t), "step {step} ticket {t}");
+                    }
+                    _ => {
+                        let t = rng.random_range(0..next + 5);
+                        assert_eq!(set.contains(t), model.contains_key(&t));
+                    }
+                }
+                assert_eq!(set.len(), model.len());
+                assert_eq!(set.is_empty(), model.is_empty());
+                assert!(!matches!(set.window.front(), Some(None)));
+            }
+        }
+    }
+
+    /// A result nobody takes does not hold the window open: later ones stay in the window.
+    #[test]
+    fn an_untaken_result_moves_aside() {
+        let mut set = ReadySet::default();
+        set.insert(1, result(1));
+        for t in 2..100_000 {
+            set.insert(t, result(t));
+            assert_eq!(set.remove(t).map(|r| r.ticket), Some(t));
+        }
+        assert!(set.window.len() <= ReadySet::MIN_SPAN);
+        assert_eq!(set.remove(1).map(|r| r.ticket), Some(1));
+        assert!(set.is_empty());
     }
 }
