@@ -482,8 +482,9 @@ impl Worker {
             score,
         };
         let len = COMPLETION_HEADER_SIZE + outcome.body_len();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let shared = Arc::clone(&self.shared);
+        // The 60 s limit on waiting for room starts at the first full ring (no clock read per
+        // task).
+        let mut deadline = None;
         loop {
             match self.end.completions.reserve(len, TAG_COMPLETION) {
                 Ok(mut r) => {
@@ -492,8 +493,12 @@ impl Worker {
                     r.commit();
                     break;
                 }
+                // Acquire on `shutdown`: pairs with the control thread's Release store.
                 Err(RingError::Full { .. })
-                    if Instant::now() < deadline && !shared.shutdown.load(Ordering::Acquire) =>
+                    if Instant::now()
+                        < *deadline
+                            .get_or_insert_with(|| Instant::now() + Duration::from_secs(60))
+                        && !self.shared.shutdown.load(Ordering::Acquire) =>
                 {
                     self.end.completions.flush()?;
                     std::thread::yield_now();
