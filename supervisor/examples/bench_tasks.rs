@@ -25,7 +25,8 @@
 //! - **Where the time goes**: user + system CPU time of the client, ampd and the workers (from
 //!   `/proc`) per task, their voluntary context switches (blocking waits) per task, and the share
 //!   of the machine other processes took meanwhile.
-//! - **Baselines**: `scripts/bench_mp_pool.py` (Pool of 2, chunksize 1000 and 1), and
+//! - **Baselines**: `scripts/bench_mp_pool.py` (Pool of 2 at chunksizes 1, 10, 100 and 1000;
+//!   the summary divides by the fastest), and
 //!   ipc-channel between this process and a child (this binary re-executed): 8-byte echo round
 //!   trip, one-way messages per second, and a windowed echo with one message per task.
 
@@ -66,9 +67,10 @@ struct Args {
     /// Sequential round trips per configuration (split over the runs).
     #[arg(long)]
     rtt: Option<usize>,
-    /// `multiprocessing.Pool` chunksize for the headline baseline.
-    #[arg(long, default_value_t = 1000)]
-    chunksize: u64,
+    /// `multiprocessing.Pool` chunksizes measured (comma-separated); the summary compares
+    /// against the fastest.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100, 1000])]
+    chunksizes: Vec<u64>,
     /// Path of `bench_mp_pool.py` (the Python baseline is skipped without it).
     #[arg(long)]
     mp_script: Option<PathBuf>,
@@ -92,6 +94,8 @@ struct Plan {
     batch: u64,
     rtt: usize,
     mp_tasks: u64,
+    /// Tasks per Pool run at chunksize 1 (its slowest); chunksize c runs c times as many, up
+    /// to `mp_tasks`.
     mp_chunk1_tasks: u64,
     ipc_rtt: usize,
     ipc_oneway: u64,
@@ -113,6 +117,13 @@ impl Plan {
             ipc_oneway: if quick { 50_000 } else { 300_000 },
             ipc_window_tasks: if quick { 20_000 } else { 200_000 },
         }
+    }
+
+    /// Tasks per Pool run at `chunksize` (about the same time per run at every chunksize).
+    fn mp_tasks_for(&self, chunksize: u64) -> u64 {
+        self.mp_chunk1_tasks
+            .saturating_mul(chunksize.max(1))
+            .min(self.mp_tasks)
     }
 }
 
@@ -160,7 +171,18 @@ fn run(args: &Args) -> Result<()> {
     let mut amp1 = Tput::default();
     let mut amp2 = Tput::default();
     let mut amp1_any = Tput::default();
-    let mut mp = Vec::new();
+    let mut chunksizes = args.chunksizes.clone();
+    chunksizes.retain(|&c| c > 0);
+    chunksizes.sort_unstable();
+    chunksizes.dedup();
+    let mut mp: Vec<MpPool> = chunksizes
+        .iter()
+        .map(|&c| MpPool {
+            chunksize: c,
+            tasks: plan.mp_tasks_for(c),
+            rates: Series::default(),
+        })
+        .collect();
     let mut rtt1 = Rtt::new()?;
     let mut rtt2 = Rtt::new()?;
     let rtt_per_run = plan.rtt.div_ceil(plan.runs);
@@ -173,24 +195,17 @@ fn run(args: &Args) -> Result<()> {
         rtt1.measure(&mut c1, &one, rtt_per_run)?;
         rtt2.measure(&mut c2, &two, rtt_per_run)?;
         if let Some(script) = &args.mp_script {
-            match mp_pool(&args.python, script, plan.mp_tasks, args.chunksize) {
-                Ok(r) => mp.push(r),
-                Err(e) => mp_note = Some(format!("{e:#}")),
-            }
-        }
-    }
-    let mp_chunk1 = match &args.mp_script {
-        Some(script) if mp_note.is_none() => {
-            match mp_pool(&args.python, script, plan.mp_chunk1_tasks, 1) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    mp_note = Some(format!("{e:#}"));
-                    None
+            for m in &mut mp {
+                if mp_note.is_some() {
+                    break;
+                }
+                match mp_pool(&args.python, script, m.tasks, m.chunksize) {
+                    Ok(r) => m.rates.0.push(r),
+                    Err(e) => mp_note = Some(format!("{e:#}")),
                 }
             }
         }
-        _ => None,
-    };
+    }
     let ipc_res = ipc_baselines(&plan).context("ipc-channel baseline")?;
 
     drop((c1, c2));
@@ -202,9 +217,7 @@ fn run(args: &Args) -> Result<()> {
         amp1,
         amp2,
         amp1_any,
-        mp: Series(mp),
-        mp_chunk1,
-        chunksize: args.chunksize,
+        mp,
         rtt1,
         rtt2,
         ipc: ipc_res,
@@ -982,15 +995,22 @@ fn inner_lat(h: &Histogram<u64>) -> String {
     }
 }
 
+/// One `multiprocessing.Pool` configuration and its runs.
+#[derive(Debug)]
+struct MpPool {
+    chunksize: u64,
+    tasks: u64,
+    rates: Series,
+}
+
 #[derive(Debug)]
 struct Report {
     plan: Plan,
     amp1: Tput,
     amp2: Tput,
     amp1_any: Tput,
-    mp: Series,
-    mp_chunk1: Option<f64>,
-    chunksize: u64,
+    /// By chunksize, ascending.
+    mp: Vec<MpPool>,
     rtt1: Rtt,
     rtt2: Rtt,
     ipc: IpcRes,
@@ -1019,33 +1039,66 @@ impl Report {
             ),
             tput("amp, 2 echo workers: no-op tasks/s (same)".into(), &self.amp2.rates),
             tput("amp, 1 echo worker, results by try_result/wait_result".into(), &self.amp1_any.rates),
-            tput(
+        ];
+        for m in &self.mp {
+            rows.push(tput(
                 format!(
                     "multiprocessing.Pool(2).imap_unordered, chunksize {}: tasks/s ({} tasks)",
-                    self.chunksize, p.mp_tasks
+                    m.chunksize, m.tasks
                 ),
-                &self.mp,
-            ),
+                &m.rates,
+            ));
+        }
+        rows.extend([
             one(
-                &format!("multiprocessing.Pool(2).imap_unordered, chunksize 1: tasks/s ({} tasks)", p.mp_chunk1_tasks),
-                self.mp_chunk1.map_or_else(|| "n/a".into(), rate),
-            ),
-            one(
-                &format!("ipc-channel echo, 1 message per task, 64 outstanding: tasks/s ({} tasks)", p.ipc_window_tasks),
+                &format!(
+                    "ipc-channel echo, 1 message per task, 64 outstanding: tasks/s ({} tasks)",
+                    p.ipc_window_tasks
+                ),
                 rate(self.ipc.windowed),
             ),
-            one(&format!("ipc-channel one-way 8 B messages/s ({})", p.ipc_oneway), rate(self.ipc.oneway)),
-            rtt("amp round trip, 1 worker, one task at a time (client clock)", &self.rtt1),
-            one("  of which inside ampd (intake to result)", inner_lat(&self.rtt1.inner)),
-            one("  blocking waits per round trip", self.rtt1.cpu.describe_sleeps()),
+            one(
+                &format!("ipc-channel one-way 8 B messages/s ({})", p.ipc_oneway),
+                rate(self.ipc.oneway),
+            ),
+            rtt(
+                "amp round trip, 1 worker, one task at a time (client clock)",
+                &self.rtt1,
+            ),
+            one(
+                "  of which inside ampd (intake to result)",
+                inner_lat(&self.rtt1.inner),
+            ),
+            one(
+                "  blocking waits per round trip",
+                self.rtt1.cpu.describe_sleeps(),
+            ),
             rtt("amp round trip, 2 workers", &self.rtt2),
             one("  of which inside ampd", inner_lat(&self.rtt2.inner)),
-            one("  blocking waits per round trip", self.rtt2.cpu.describe_sleeps()),
-            one(&format!("ipc-channel round trip, 8 B echo ({})", p.ipc_rtt), lat(&self.ipc.rtt)),
-            one("CPU ns per task, 1 worker, by ticket", self.amp1.cpu.describe()),
-            one("CPU ns per task, 2 workers, by ticket", self.amp2.cpu.describe()),
-            one("CPU ns per task, 1 worker, by try_result", self.amp1_any.cpu.describe()),
-            one("blocking waits per task, 1 worker, by ticket", self.amp1.cpu.describe_sleeps()),
+            one(
+                "  blocking waits per round trip",
+                self.rtt2.cpu.describe_sleeps(),
+            ),
+            one(
+                &format!("ipc-channel round trip, 8 B echo ({})", p.ipc_rtt),
+                lat(&self.ipc.rtt),
+            ),
+            one(
+                "CPU ns per task, 1 worker, by ticket",
+                self.amp1.cpu.describe(),
+            ),
+            one(
+                "CPU ns per task, 2 workers, by ticket",
+                self.amp2.cpu.describe(),
+            ),
+            one(
+                "CPU ns per task, 1 worker, by try_result",
+                self.amp1_any.cpu.describe(),
+            ),
+            one(
+                "blocking waits per task, 1 worker, by ticket",
+                self.amp1.cpu.describe_sleeps(),
+            ),
             one(
                 "CPU taken by other processes during the amp throughput runs",
                 format!(
@@ -1055,18 +1108,16 @@ impl Report {
                     self.amp1_any.cpu.others_share() * 100.0
                 ),
             ),
-        ];
-        if let (Some(a), Some(m)) = (self.amp1.rates.median(), self.mp.median()) {
-            rows.push(one(
-                &format!("amp 1 worker / Pool chunksize {}", self.chunksize),
-                format!("{:.2}x", a / m),
-            ));
-        }
-        if let (Some(a), Some(m)) = (self.amp1.rates.median(), self.mp_chunk1) {
-            rows.push(one(
-                "amp 1 worker / Pool chunksize 1",
-                format!("{:.1}x", a / m),
-            ));
+        ]);
+        if let Some(a) = self.amp1.rates.median() {
+            for m in &self.mp {
+                if let Some(r) = m.rates.median() {
+                    rows.push(one(
+                        &format!("amp 1 worker / Pool chunksize {} (medians)", m.chunksize),
+                        format!("{:.2}x", a / r),
+                    ));
+                }
+            }
         }
         let mut s = String::new();
         let _ = writeln!(s, "| measurement | median | runs |");
@@ -1077,14 +1128,24 @@ impl Report {
         s
     }
 
+    /// The fastest Pool configuration measured: (chunksize, median tasks/s).
+    fn best_mp(&self) -> Option<(u64, f64)> {
+        self.mp
+            .iter()
+            .filter_map(|m| m.rates.median().map(|r| (m.chunksize, r)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// The last line: `vs_mp_pool` divides by the fastest Pool configuration measured, whose
+    /// chunksize closes the line.
     fn summary(&self) -> String {
         let tps = self.amp1.rates.median().unwrap_or(0.0);
-        let vs = match self.mp.median() {
-            Some(m) if m > 0.0 => format!("{:.2}", tps / m),
-            _ => "n/a".into(),
+        let (vs, chunk) = match self.best_mp() {
+            Some((c, m)) if m > 0.0 => (format!("{:.2}", tps / m), c.to_string()),
+            _ => ("n/a".into(), "n/a".into()),
         };
         format!(
-            "tasks_per_s={tps:.0} vs_mp_pool={vs}x rtt_p50_us={:.1} rtt_p99_us={:.1}",
+            "tasks_per_s={tps:.0} vs_mp_pool={vs}x rtt_p50_us={:.1} rtt_p99_us={:.1} mp_pool_chunksize={chunk}",
             us(&self.rtt1.client, 0.5),
             us(&self.rtt1.client, 0.99)
         )
