@@ -64,6 +64,10 @@ struct Args {
     /// Submissions per `flush` in the throughput client.
     #[arg(long, default_value_t = 1024)]
     batch: u64,
+    /// Capacity of each worker ring (`ring.tasks` and `ring.completions` in ampd's config; the
+    /// default is ampd's own default).
+    #[arg(long, default_value = "1MiB")]
+    ring: String,
     /// Sequential round trips per configuration (split over the runs).
     #[arg(long)]
     rtt: Option<usize>,
@@ -156,8 +160,8 @@ fn run(args: &Args) -> Result<()> {
     };
     println!("{}", header(&plan, quick));
 
-    let mut one = Ampd::start(&bin_dir, 1, plan.window)?;
-    let mut two = Ampd::start(&bin_dir, 2, plan.window)?;
+    let mut one = Ampd::start(&bin_dir, 1, plan.window, &args.ring)?;
+    let mut two = Ampd::start(&bin_dir, 2, plan.window, &args.ring)?;
     let mut c1 = Client::connect(&one.socket).context("attaching to ampd (1 worker)")?;
     let mut c2 = Client::connect(&two.socket).context("attaching to ampd (2 workers)")?;
 
@@ -284,7 +288,7 @@ struct Ampd {
 }
 
 impl Ampd {
-    fn start(bin_dir: &Path, replicas: usize, window: u64) -> Result<Self> {
+    fn start(bin_dir: &Path, replicas: usize, window: u64, ring: &str) -> Result<Self> {
         let ampd = bin_dir.join("ampd");
         for b in ["ampd", "amp-echo"] {
             if !bin_dir.join(b).exists() {
@@ -306,7 +310,7 @@ shm_prefix = "ampb{pid}x{replicas}"
 command = "amp-echo"
 replicas = {replicas}
 kinds = ["echo"]
-ring = {{ tasks = "16MiB", completions = "16MiB", max_record = "64KiB" }}
+ring = {{ tasks = {ring:?}, completions = {ring:?}, max_record = "64KiB" }}
 concurrency = {concurrency}
 
 [kinds.echo]
