@@ -122,7 +122,7 @@ impl Delivery {
                     payload_len: t.payload.len(),
                     at: *at,
                     submitted_at: t.submitted_at,
-                    parent: t.parent,
+                    parent: t.parent(),
                 }),
                 _ => None,
             })

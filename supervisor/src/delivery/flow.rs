@@ -1,7 +1,7 @@
 //! The task path: submit → dispatch → completion (result, retry, dead letter, loopback).
 
 use super::options::{retry_delay, SubmitError};
-use super::table::{Delivery, State, Task};
+use super::table::{Delivery, Extra, State, Task};
 use super::types::{DeliveryAction, DispatchInfo, FinalOutcome, NewTask, Submitted, Take, TaskId};
 use amp_ipc::Outcome;
 use std::time::Instant;
@@ -57,10 +57,14 @@ impl Delivery {
             loops: 0,
             deaths: 0,
             unit_pos: 0,
-            key: task.idempotency_key,
-            parent: task.parent,
             submitter: task.submitter,
-            joined: Vec::new(),
+            extra: (task.idempotency_key.is_some() || task.parent.is_some()).then(|| {
+                Box::new(Extra {
+                    key: task.idempotency_key,
+                    parent: task.parent,
+                    joined: Vec::new(),
+                })
+            }),
             answered: false,
             submitted_at: now,
             state: State::Queued,
@@ -84,7 +88,7 @@ impl Delivery {
         let t = &self.tasks[key];
         let fresh = t.state == State::Queued
             && !t.answered
-            && t.joined.is_empty()
+            && t.joined().is_empty()
             && t.attempt == 1
             && t.loops == 0;
         if !fresh {
@@ -93,7 +97,7 @@ impl Delivery {
         self.unindex_state(key);
         let task = self.tasks.remove(key);
         self.index.remove(id.0);
-        if let Some(k) = &task.key {
+        if let Some(k) = task.key() {
             self.keys.remove(k);
         }
         self.awaiting -= 1;
@@ -107,8 +111,8 @@ impl Delivery {
             return Err(SubmitError::AlreadyFinished { id });
         };
         let t = &mut self.tasks[key];
-        if t.submitter != submitter && !t.joined.contains(&submitter) {
-            t.joined.push(submitter);
+        if t.submitter != submitter && !t.joined().contains(&submitter) {
+            t.extra_mut().joined.push(submitter);
             self.awaiting += 1;
             self.stats.bump(t.kind, |c| c.joined += 1);
         }

@@ -43,12 +43,12 @@ pub(super) fn check(d: &Delivery) {
         );
         assert!(t.class < d.classes, "task {}: unknown class", t.id);
         assert!(
-            !t.answered || t.joined.is_empty(),
+            !t.answered || t.joined().is_empty(),
             "answered task {} keeps joined submitters",
             t.id
         );
         awaiting += t.awaiting();
-        if let Some(k) = &t.key {
+        if let Some(k) = t.key() {
             with_keys += 1;
             assert_eq!(
                 d.keys.get(k),

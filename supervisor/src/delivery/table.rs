@@ -63,11 +63,10 @@ pub(super) struct Task {
     pub(super) deaths: u32,
     /// While in flight: its position in its unit's list in [`Delivery::by_unit`].
     pub(super) unit_pos: usize,
-    pub(super) key: Option<String>,
-    pub(super) parent: Option<TaskId>,
     pub(super) submitter: Submitter,
-    /// Further submitters that joined through the idempotency key.
-    pub(super) joined: Vec<Submitter>,
+    /// Idempotency key, parent and joined submitters: most tasks have none, so they live
+    /// behind a pointer (a smaller `Task` is cheaper to move in and out of the slab).
+    pub(super) extra: Option<Box<Extra>>,
     /// Its submitters were given their final outcome (it was dead-lettered); any later end is a
     /// [`DeliveryAction::RerunFinished`].
     pub(super) answered: bool,
@@ -75,7 +74,44 @@ pub(super) struct Task {
     pub(super) state: State,
 }
 
+/// The rarely used parts of a [`Task`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct Extra {
+    pub(super) key: Option<String>,
+    pub(super) parent: Option<TaskId>,
+    /// Further submitters that joined through the idempotency key.
+    pub(super) joined: Vec<Submitter>,
+}
+
 impl Task {
+    /// Its idempotency key.
+    pub(super) fn key(&self) -> Option<&String> {
+        self.extra.as_ref().and_then(|e| e.key.as_ref())
+    }
+
+    /// The task that spawned it.
+    pub(super) fn parent(&self) -> Option<TaskId> {
+        self.extra.as_ref().and_then(|e| e.parent)
+    }
+
+    /// Further submitters that joined through the idempotency key.
+    pub(super) fn joined(&self) -> &[Submitter] {
+        self.extra.as_ref().map_or(&[], |e| &e.joined)
+    }
+
+    /// Takes the joined submitters out.
+    pub(super) fn take_joined(&mut self) -> Vec<Submitter> {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.joined))
+            .unwrap_or_default()
+    }
+
+    /// The extra parts, created if missing.
+    pub(super) fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
     /// Attempts made in the current run (counted against `max_attempts`).
     pub(super) const fn tries(&self) -> u32 {
         self.attempt - self.first_attempt + 1
@@ -86,7 +122,7 @@ impl Task {
         if self.answered {
             0
         } else {
-            1 + self.joined.len() as u64
+            1 + self.joined().len() as u64
         }
     }
 }
@@ -262,7 +298,7 @@ impl Delivery {
     /// Adds a new task (its state already set) to the table and its state's indices.
     pub(super) fn insert(&mut self, task: Task) -> usize {
         let id = task.id;
-        if let Some(k) = &task.key {
+        if let Some(k) = task.key() {
             self.keys.insert(k.clone(), id);
         }
         self.awaiting += task.awaiting();
@@ -286,7 +322,7 @@ impl Delivery {
         let task = self.tasks.remove(key);
         self.index.remove(task.id.0);
         self.census.done += 1;
-        if let Some(k) = &task.key {
+        if let Some(k) = task.key() {
             self.retired_keys.push_back(k.clone());
             while self.retired_keys.len() > self.options.key_retention {
                 if let Some(old) = self.retired_keys.pop_front() {
@@ -385,7 +421,7 @@ impl Delivery {
             FinalOutcome::DeadLettered { .. } | FinalOutcome::Rejected { .. } => |_| {},
         };
         self.stats.bump(task.kind, count);
-        self.answer(task.id, task.submitter, &task.joined, outcome, out);
+        self.answer(task.id, task.submitter, task.joined(), outcome, out);
     }
 
     /// Emits one [`DeliveryAction::Deliver`] per submitter (the original first).
@@ -436,7 +472,7 @@ impl Delivery {
         let t = &mut self.tasks[key];
         let (id, kind) = (t.id, t.kind);
         let first = !t.answered;
-        let joined = std::mem::take(&mut t.joined);
+        let joined = t.take_joined();
         let submitter = t.submitter;
         t.answered = true;
         self.stats.bump(kind, |c| {
