@@ -435,6 +435,7 @@ impl Worker {
                     continue;
                 }
                 let (h, payload) = TaskHeader::read(rec.data())?;
+                mark_taken(&self.seg, h.id);
                 return Ok(Some(Task {
                     id: h.id,
                     attempt: h.attempt,
@@ -515,6 +516,13 @@ impl Worker {
             Outcome::Err { .. } => ctl.tasks_failed.fetch_add(1, Ordering::Relaxed),
         };
         ctl.busy_ns.fetch_add(busy_ns, Ordering::Relaxed);
+        // Relaxed: read by ampd only after this process died (see `taken`).
+        let _ = ctl.running_task.compare_exchange(
+            id.wrapping_add(1),
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         self.unflushed += 1;
         if self.unflushed >= self.publish_every || busy_ns >= 10_000 {
             self.flush()?;
@@ -562,6 +570,7 @@ impl Worker {
                     continue;
                 }
                 let (h, payload) = TaskHeader::read(rec.data())?;
+                mark_taken(&self.seg, h.id);
                 let t = TaskRef {
                     id: h.id,
                     attempt: h.attempt,
@@ -617,6 +626,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// Publishes that task `id` is being run (`running_task`, `tasks_taken` in the control block):
+/// if this process dies now, ampd blames that task only. Relaxed: ampd reads these only after
+/// the process died, when every store is visible.
+fn mark_taken(seg: &Segment, id: u64) {
+    let ctl = seg.control();
+    ctl.running_task
+        .store(id.wrapping_add(1), Ordering::Relaxed);
+    ctl.tasks_taken.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Drop for Worker {

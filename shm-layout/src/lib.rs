@@ -228,8 +228,17 @@ pub struct ControlBlock {
     pub supervisor_wakeups_sent: AtomicU64,
     /// Records `ampd` published on the tasks ring (written by `ampd`).
     pub supervisor_records_sent: AtomicU64,
+    /// Task records the attached process has taken from the tasks ring (to run them). With
+    /// `tasks_ok + tasks_failed` it tells `ampd`, after the process died, how many tasks were
+    /// being run rather than still waiting in the ring. 0 also for a process that predates the
+    /// field (`ampd` then treats the count as unknown).
+    pub tasks_taken: AtomicU64,
+    /// `id + 1` of the task the attached process took last and has not completed yet; 0: none.
+    /// A hint for poison detection: when a process dies running exactly one task, only that
+    /// task is blamed for the death.
+    pub running_task: AtomicU64,
     /// Reserved, zero.
-    pub reserved: [u64; 22],
+    pub reserved: [u64; 20],
 }
 
 /// Offset of the [`ControlBlock`].
@@ -275,6 +284,9 @@ const _: () = {
     assert!(offset_of!(ControlBlock, records_sent) == 48);
     assert!(offset_of!(ControlBlock, supervisor_wakeups_sent) == 56);
     assert!(offset_of!(ControlBlock, supervisor_records_sent) == 64);
+    assert!(offset_of!(ControlBlock, tasks_taken) == 72);
+    assert!(offset_of!(ControlBlock, running_task) == 80);
+    assert!(offset_of!(ControlBlock, reserved) == 88);
     assert!(CONTROL_OFFSET == 256);
     assert!(TASKS_HEADER_OFFSET == 512);
     assert!(COMPLETIONS_HEADER_OFFSET == 896);
