@@ -381,6 +381,49 @@ intensity = { max_restarts = 100, window = "1m" }
     let _ = d.shutdown(T);
 }
 
+/// Tasks that were only waiting in the ring of a worker a poison task crashed are not blamed:
+/// the worker's control block says which task it was running. With 30 tasks queued behind the
+/// poison on one worker (window 64), the old rule (every task in flight counts the death) would
+/// dead-letter all 31 after three crashes.
+#[test]
+fn tasks_waiting_behind_a_poison_task_are_not_blamed() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.flaky]
+command = "amp-flaky"
+kinds = ["flaky"]
+concurrency = 64
+restart = "always"
+backoff = { initial = "10ms", max = "20ms", jitter = 0.0 }
+intensity = { max_restarts = 100, window = "1m" }
+"#,
+    );
+    d.wait_ready(&["flaky"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let opts = Submit {
+        kind: "flaky",
+        ..Submit::default()
+    };
+    let poison = c.push(&opts, b"crash").unwrap();
+    let waiting: Vec<_> = (0..30)
+        .map(|i| (c.push(&opts, format!("sleep:1 {i}").as_bytes()).unwrap(), i))
+        .collect();
+    c.flush().unwrap();
+    let r = c.wait_for(poison, T).unwrap();
+    assert_eq!(r.status, ResultStatus::DeadLettered, "{}", r.text());
+    for (t, i) in waiting {
+        let r = c.wait_for(t, T).unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (ResultStatus::Ok, format!("sleep:1 {i}"))
+        );
+    }
+    assert_eq!(dlq(&d).len(), 1);
+    drop(c);
+    let _ = d.shutdown(T);
+}
+
 /// A task whose deadline passes while it waits behind a busy worker ends DeadlineExceeded
 /// (checked when it is taken for dispatch) and never runs.
 #[test]

@@ -1291,7 +1291,14 @@ impl Daemon {
             }
         }
         self.plane.flights.retain(|_, f| f.unit != u);
-        let actions = self.plane.delivery.worker_lost(now, u, cause);
+        let blame = self.units[u]
+            .blame
+            .take()
+            .unwrap_or(crate::delivery::Blame::All);
+        let actions = self
+            .plane
+            .delivery
+            .worker_lost_blaming(now, u, cause, blame);
         self.carry_out(now, actions);
     }
 

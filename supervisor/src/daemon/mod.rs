@@ -208,6 +208,7 @@ impl Daemon {
                 proc: None,
                 tail: sys::LogTail::new(1000, 1 << 20),
                 logfile,
+                blame: None,
             });
         }
         let kind_ids = cfg
@@ -558,6 +559,7 @@ impl Daemon {
                 proc: None,
                 tail: sys::LogTail::new(1000, 1 << 20),
                 logfile: None,
+                blame: None,
             });
             self.obs
                 .resources
@@ -648,6 +650,15 @@ impl Daemon {
             lines.finish(|_| {});
         }
         if let Some(ipc) = &p.ipc {
+            // What it was running, for poison detection. Relaxed: the process is gone (or about
+            // to be) and the figures are a hint, bounded by the delivery core.
+            let c = ipc.seg.control();
+            let r = std::sync::atomic::Ordering::Relaxed;
+            self.units[u].blame = Some(unit::blame_from_counters(
+                c.tasks_taken.load(r),
+                c.tasks_ok.load(r).saturating_add(c.tasks_failed.load(r)),
+                c.running_task.load(r),
+            ));
             let _ = reg.deregister(&mut SourceFd(&ipc.end.completions.fd().as_raw_fd()));
             if !ipc.attached {
                 Bridge::abandon(&ipc.server_name);

@@ -83,6 +83,26 @@ pub struct UnitRt {
     pub tail: LogTail,
     /// Optional log file.
     pub logfile: Option<RotatingFile>,
+    /// What its last process reported it was running when it went away (read from its
+    /// control block before the segment is dropped; consumed when its tasks are requeued).
+    pub blame: Option<crate::delivery::Blame>,
+}
+
+/// What a dead worker's control block says it was running (untrusted: see
+/// `docs/shm-layout.md`, "ControlBlock"): `tasks_taken − tasks_ok − tasks_failed` tasks, the
+/// last of them `running_task − 1`.
+#[must_use]
+pub fn blame_from_counters(taken: u64, done: u64, running: u64) -> crate::delivery::Blame {
+    use crate::delivery::{Blame, TaskId};
+    if taken == 0 || done > taken {
+        // Not maintained (an older worker), or inconsistent.
+        return Blame::All;
+    }
+    match (taken - done, running) {
+        (0, _) => Blame::Nobody,
+        (1, r) if r > 0 => Blame::Only(TaskId(r - 1)),
+        _ => Blame::All,
+    }
 }
 
 impl UnitRt {
@@ -272,5 +292,25 @@ impl Proc {
     /// Borrowed pidfd.
     pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.pidfd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blame_from_counters;
+    use crate::delivery::{Blame, TaskId};
+
+    #[test]
+    fn blame_from_a_dead_workers_counters() {
+        // Running exactly one task: that one.
+        assert_eq!(blame_from_counters(5, 4, 43), Blame::Only(TaskId(42)));
+        // Between tasks: nobody.
+        assert_eq!(blame_from_counters(5, 5, 0), Blame::Nobody);
+        // Several taken, not maintained, or inconsistent: everyone in flight.
+        assert_eq!(blame_from_counters(5, 3, 43), Blame::All);
+        assert_eq!(blame_from_counters(0, 0, 0), Blame::All);
+        assert_eq!(blame_from_counters(0, 7, 0), Blame::All);
+        assert_eq!(blame_from_counters(3, 9, 1), Blame::All);
+        assert_eq!(blame_from_counters(5, 4, 0), Blame::All);
     }
 }

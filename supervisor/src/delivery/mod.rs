@@ -142,6 +142,6 @@ pub use options::{
 pub use stats::{Census, Counters, Stats};
 pub use table::Delivery;
 pub use types::{
-    DeliveryAction, DispatchInfo, DlqEntry, DlqSelect, FinalOutcome, LostCause, NewTask, Submitted,
-    Submitter, Take, TaskId, TaskState, Unfinished,
+    Blame, DeliveryAction, DispatchInfo, DlqEntry, DlqSelect, FinalOutcome, LostCause, NewTask,
+    Submitted, Submitter, Take, TaskId, TaskState, Unfinished,
 };

@@ -1,7 +1,7 @@
 //! Time and failure: lost workers, retry timers, run timeouts, queued deadlines.
 
 use super::table::{Delivery, State};
-use super::types::{DeliveryAction, FinalOutcome, LostCause, TaskId};
+use super::types::{Blame, DeliveryAction, FinalOutcome, LostCause, TaskId};
 use crate::config::OnTimeout;
 use std::time::Instant;
 
@@ -24,10 +24,30 @@ impl Delivery {
         unit: usize,
         cause: LostCause,
     ) -> Vec<DeliveryAction> {
+        self.worker_lost_blaming(now, unit, cause, Blame::All)
+    }
+
+    /// As [`worker_lost`](Self::worker_lost), with what the worker reported it was running
+    /// (its control block's `running_task` / `tasks_taken`): only the tasks `blame` names count
+    /// the death toward their poison threshold, so that tasks that were merely waiting in a
+    /// poison task's worker's ring are requeued without being blamed. A [`Blame::Only`] task
+    /// that is not in flight on `unit` falls back to [`Blame::All`] (the report is untrusted).
+    #[must_use = "the actions must be carried out"]
+    pub fn worker_lost_blaming(
+        &mut self,
+        now: Instant,
+        unit: usize,
+        cause: LostCause,
+        blame: Blame,
+    ) -> Vec<DeliveryAction> {
         self.killing.remove(&unit);
         let mut ids: Vec<TaskId> = match self.by_unit.get(&unit) {
             Some(keys) => keys.iter().map(|&k| self.tasks[k].id).collect(),
             None => return Vec::new(),
+        };
+        let blame = match blame {
+            Blame::Only(id) if !ids.contains(&id) => Blame::All,
+            b => b,
         };
         // Newest first (see above).
         ids.sort_unstable_by(|a, b| b.cmp(a));
@@ -38,7 +58,12 @@ impl Delivery {
             };
             let t = &mut self.tasks[key];
             t.attempt += 1;
-            if cause.is_death() {
+            let blamed = match blame {
+                Blame::All => true,
+                Blame::Only(culprit) => culprit == id,
+                Blame::Nobody => false,
+            };
+            if cause.is_death() && blamed {
                 t.deaths += 1;
             }
             let (kind, class, deaths) = (t.kind, t.class, t.deaths);

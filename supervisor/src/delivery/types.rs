@@ -159,6 +159,19 @@ impl LostCause {
     }
 }
 
+/// Which of a lost worker's in-flight tasks count its death toward their poison threshold
+/// (see [`super::Delivery::worker_lost_blaming`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Blame {
+    /// Every task in flight on it (nothing is known about what it was running).
+    All,
+    /// Only this task: the worker reported it was running exactly this one (a task it had not
+    /// been given falls back to [`Blame::All`]).
+    Only(TaskId),
+    /// None: the worker reported it was running nothing (its tasks were waiting in its ring).
+    Nobody,
+}
+
 /// Something the event loop must carry out (or record), in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryAction {

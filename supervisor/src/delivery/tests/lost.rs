@@ -192,3 +192,50 @@ fn take_for_dispatch_skips_anything_but_a_queued_task() {
     );
     h.d.check_invariants();
 }
+
+#[test]
+fn only_the_task_the_worker_was_running_is_blamed_for_its_death() {
+    let mut o = opts();
+    o.poison_deaths = 2;
+    let mut h = H::new(vec![kind(3)], o);
+    let (poison, _) = h.submit(0);
+    let (waiting, _) = h.submit(0);
+    // Both in flight on unit 1; the worker reports it was running `poison`.
+    for _ in 0..3 {
+        h.dispatch(poison, 1);
+        h.dispatch(waiting, 1);
+        let out =
+            h.d.worker_lost_blaming(h.now, 1, LostCause::Exited, Blame::Only(poison));
+        if out
+            .iter()
+            .any(|a| matches!(a, DeliveryAction::DeadLetter { .. }))
+        {
+            break;
+        }
+    }
+    let dlq = h.d.dlq_list();
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].id, poison);
+    assert_eq!(h.d.task_state(waiting), Some(TaskState::Queued));
+    // Nobody: the worker was between tasks; no death is counted.
+    let (a, _) = h.submit(0);
+    for _ in 0..5 {
+        h.dispatch(a, 2);
+        let out =
+            h.d.worker_lost_blaming(h.now, 2, LostCause::Exited, Blame::Nobody);
+        assert_eq!(out, [requeue(a, 0, true)]);
+    }
+    // A culprit that is not in flight there (an untrusted report) blames every task.
+    let (b, _) = h.submit(0);
+    h.dispatch(b, 3);
+    let _ =
+        h.d.worker_lost_blaming(h.now, 3, LostCause::Exited, Blame::Only(TaskId(999_999)));
+    h.dispatch(b, 3);
+    let out =
+        h.d.worker_lost_blaming(h.now, 3, LostCause::Exited, Blame::Only(TaskId(999_999)));
+    assert!(
+        out.iter()
+            .any(|x| matches!(x, DeliveryAction::DeadLetter { id, .. } if *id == b)),
+        "{out:?}"
+    );
+}
