@@ -168,12 +168,16 @@ pub struct Delivery {
     /// Emptied payload buffers of finished tasks, handed out again by
     /// [`Delivery::take_buffer`] (spares the allocator two calls per task).
     pub(super) spare: Vec<Vec<u8>>,
+    /// Capacity of the buffers in `spare`, in bytes.
+    pub(super) spare_bytes: usize,
 }
 
 /// Buffers kept for reuse at most (see [`Delivery::take_buffer`]).
 const SPARE_BUFFERS: usize = 16_384;
 /// Largest buffer kept for reuse, in bytes (larger ones are freed).
 const SPARE_BUFFER_BYTES: usize = 4096;
+/// Bytes kept in spare buffers at most, all together.
+const SPARE_TOTAL_BYTES: usize = 4 << 20;
 
 impl Delivery {
     /// Builds the core. `kinds[i]` holds the settings of kind id `i` (the event loop interns
@@ -232,6 +236,7 @@ impl Delivery {
             awaiting: 0,
             answers: 0,
             spare: Vec::new(),
+            spare_bytes: 0,
         })
     }
 
@@ -275,17 +280,22 @@ impl Delivery {
     /// when there is one. Pass it back with [`Delivery::give_buffer`] once done with it.
     #[must_use]
     pub fn take_buffer(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
+        let buf = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= buf.capacity();
+        buf
     }
 
-    /// Keeps `buf` for [`Delivery::take_buffer`] (emptied; very large buffers and those beyond
-    /// a bounded number are freed).
+    /// Keeps `buf` for [`Delivery::take_buffer`] (emptied; large buffers, and any beyond a
+    /// bounded number or total size, are freed).
     pub fn give_buffer(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > 0
-            && buf.capacity() <= SPARE_BUFFER_BYTES
+        let cap = buf.capacity();
+        if cap > 0
+            && cap <= SPARE_BUFFER_BYTES
             && self.spare.len() < SPARE_BUFFERS
+            && self.spare_bytes + cap <= SPARE_TOTAL_BYTES
         {
             buf.clear();
+            self.spare_bytes += cap;
             self.spare.push(buf);
         }
     }
@@ -524,6 +534,17 @@ mod buffer_tests {
         assert_eq!(d.take_buffer().capacity(), 0, "handed out once");
         d.give_buffer(Vec::with_capacity(SPARE_BUFFER_BYTES + 1));
         assert_eq!(d.take_buffer().capacity(), 0, "too large to keep");
+        for _ in 0..SPARE_BUFFERS {
+            d.give_buffer(Vec::with_capacity(SPARE_BUFFER_BYTES));
+        }
+        assert_eq!(
+            d.spare.len(),
+            SPARE_TOTAL_BYTES / SPARE_BUFFER_BYTES,
+            "bounded in bytes"
+        );
+        assert_eq!(d.spare_bytes, SPARE_TOTAL_BYTES);
+        let _ = d.take_buffer();
+        assert_eq!(d.spare_bytes, SPARE_TOTAL_BYTES - SPARE_BUFFER_BYTES);
         d.check_invariants();
     }
 }
