@@ -5,6 +5,7 @@
 //! cargo run --release -p amp-ipc --example bench_ring       # full run, about two minutes
 //! AMP_BENCH_QUICK=1 cargo run --release -p amp-ipc --example bench_ring   # smoke run, seconds
 //! AMP_BENCH_ONLY=ring,pipe ...   # only mechanisms whose label contains one of these words
+//! AMP_BENCH_SIZES=64 AMP_BENCH_REPS=9 ...   # only 64-byte records, 9 repetitions
 //! ```
 //! (`scripts/bench-ring` does the same.) Each measurement forks a peer process; the two are pinned
 //! to different CPUs when two are available. Throughput: the child writes `count` records, each
@@ -178,6 +179,8 @@ struct Plan {
     only: Vec<String>,
     /// `AMP_BENCH_DEBUG=1`: print the share of CPU time other work used during each measurement.
     debug: bool,
+    /// `AMP_BENCH_SIZES`: comma-separated record sizes to measure (default: all of [`SIZES`]).
+    sizes: Vec<usize>,
 }
 
 impl Plan {
@@ -195,14 +198,29 @@ impl Plan {
         } else {
             (1, 100_000, 5_000)
         };
+        let sizes = std::env::var("AMP_BENCH_SIZES")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .filter(|s| SIZES.contains(s))
+            .collect::<Vec<usize>>();
+        let reps = std::env::var("AMP_BENCH_REPS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&n: &usize| n > 0);
         Self {
             quick,
-            reps: if quick { 3 } else { 5 },
+            reps: reps.unwrap_or(if quick { 3 } else { 5 }),
             scale,
             hot_rtts,
             woken_rtts,
             only,
             debug: std::env::var("AMP_BENCH_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0"),
+            sizes: if sizes.is_empty() {
+                SIZES.to_vec()
+            } else {
+                sizes
+            },
         }
     }
 
@@ -593,7 +611,7 @@ fn run() -> Res<()> {
         ..Results::default()
     };
     for rep in 1..=plan.reps {
-        for size in SIZES {
+        for &size in &plan.sizes {
             for batch in BATCHES {
                 for mech in Mech::ALL {
                     if !plan.selected(mech.label()) {
