@@ -259,7 +259,7 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
                     .filter(|(_, t)| t.class == amp_supervisor::adapt::sim::Class::Interactive)
                     .filter_map(|(i, t)| t.latency.map(|l| (l, i, t)))
                     .collect();
-                slow.sort_by(|a, b| b.0.cmp(&a.0));
+                slow.sort_by_key(|s| std::cmp::Reverse(s.0));
                 for (l, i, t) in slow.into_iter().take(n) {
                     eprintln!(
                         "#   task {i} phase {} unit {:?} attempts {} latency {:.1} ms",
