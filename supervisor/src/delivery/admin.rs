@@ -173,6 +173,7 @@ impl Delivery {
             t.attempt += 1;
             t.first_attempt = t.attempt;
             t.deaths = 0;
+            t.exposures = 0;
             t.loops = 0;
             t.deadline = None;
             let (id, kind, class) = (t.id, t.kind, t.class);

@@ -56,6 +56,7 @@ impl Delivery {
             first_attempt: 1,
             loops: 0,
             deaths: 0,
+            exposures: 0,
             unit_pos: 0,
             submitter: task.submitter,
             extra: (task.idempotency_key.is_some() || task.parent.is_some()).then(|| {

@@ -59,8 +59,12 @@ pub(super) struct Task {
     pub(super) first_attempt: u32,
     /// Loopbacks taken.
     pub(super) loops: u32,
-    /// Worker deaths it was in flight on (poison detection).
+    /// Worker deaths it was blamed for (poison detection): in flight on a worker that died and,
+    /// as far as the worker reported, running it.
     pub(super) deaths: u32,
+    /// Worker deaths it was in flight on, blamed or not: the backstop of poison detection when
+    /// a worker's report is wrong (dead-lettered at twice the poison limit).
+    pub(super) exposures: u32,
     /// While in flight: its position in its unit's list in [`Delivery::by_unit`].
     pub(super) unit_pos: usize,
     pub(super) submitter: Submitter,

@@ -31,7 +31,10 @@ impl Delivery {
     /// (its control block's `running_task` / `tasks_taken`): only the tasks `blame` names count
     /// the death toward their poison threshold, so that tasks that were merely waiting in a
     /// poison task's worker's ring are requeued without being blamed. A [`Blame::Only`] task
-    /// that is not in flight on `unit` falls back to [`Blame::All`] (the report is untrusted).
+    /// that is not in flight on `unit` (one that timed out and was answered, say) blames
+    /// nobody. The report is untrusted: every task in flight on a death also counts an
+    /// exposure, and a task exposed to twice the poison limit of deaths is dead-lettered
+    /// whatever the reports said, so a wrong report only delays poison detection.
     #[must_use = "the actions must be carried out"]
     pub fn worker_lost_blaming(
         &mut self,
@@ -46,7 +49,7 @@ impl Delivery {
             None => return Vec::new(),
         };
         let blame = match blame {
-            Blame::Only(id) if !ids.contains(&id) => Blame::All,
+            Blame::Only(id) if !ids.contains(&id) => Blame::Nobody,
             b => b,
         };
         // Newest first (see above).
@@ -63,12 +66,23 @@ impl Delivery {
                 Blame::Only(culprit) => culprit == id,
                 Blame::Nobody => false,
             };
-            if cause.is_death() && blamed {
-                t.deaths += 1;
+            if cause.is_death() {
+                t.exposures += 1;
+                if blamed {
+                    t.deaths += 1;
+                }
             }
-            let (kind, class, deaths) = (t.kind, t.class, t.deaths);
-            if deaths >= self.options.poison_deaths {
-                let reason = format!("poison: in flight on {deaths} worker deaths");
+            let (kind, class, deaths, exposures) = (t.kind, t.class, t.deaths, t.exposures);
+            let limit = self.options.poison_deaths;
+            if deaths >= limit || exposures >= limit.saturating_mul(2) {
+                let reason = if deaths >= limit {
+                    format!("poison: in flight on {deaths} worker deaths")
+                } else {
+                    format!(
+                        "poison: in flight on {exposures} worker deaths (the workers did not \
+                         report running it)"
+                    )
+                };
                 self.dead_letter(now, key, reason, true, &mut out);
             } else {
                 self.set_state(key, State::Queued);
@@ -117,13 +131,23 @@ impl Delivery {
             return;
         };
         let t = &self.tasks[key];
-        let State::InFlight { unit, since, .. } = t.state else {
+        let State::InFlight {
+            unit,
+            since,
+            timeout_at,
+            ..
+        } = t.state
+        else {
             return;
         };
         let config = self.kinds[t.kind as usize];
         match config.on_timeout {
             OnTimeout::Fail => {
-                let after = config.timeout.unwrap_or_default();
+                // The timeout it was dispatched with (adaptive timeouts change the kind's).
+                let after = timeout_at
+                    .map(|at| at.saturating_duration_since(since))
+                    .or(config.timeout)
+                    .unwrap_or_default();
                 self.finish(key, FinalOutcome::TimedOut { after }, out);
                 out.push(DeliveryAction::Abandoned { id, unit });
             }
