@@ -131,6 +131,14 @@ timeout = { factor = 4, min = "200ms", max = "1s", min_samples = 50 }
     );
     let body = String::from_utf8_lossy(&res.body);
     assert!(body.contains("timed out"), "{body}");
+    // Leaving auto mode puts the configured timeout (none) back: the same task succeeds.
+    let r = d
+        .request(serde_json::json!({"cmd": "tune", "op": "mode", "kind": "sleep", "mode": "off"}))
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    let t = c.submit("sleep", b"1500 long").unwrap();
+    let res = c.wait_for(t, T).unwrap();
+    assert_eq!(res.status, ResultStatus::Ok, "{res:?}");
     drop(c);
     let _ = d.shutdown(T);
 }

@@ -957,6 +957,28 @@ impl Daemon {
         self.carry_out_adapt(now, actions);
     }
 
+    /// Puts the configured run timeout of `kind` back in force unless the controller is in
+    /// auto mode for it (an adaptive timeout must not outlive the mode that derived it), and
+    /// tells the controller what is in force.
+    pub(super) fn restore_kind_settings(&mut self, kind: &str, now: Instant) {
+        let Some(k) = self.plane.kind_names.iter().position(|n| n == kind) else {
+            return;
+        };
+        if self.plane.adapt.mode(kind) == crate::adapt::Mode::Auto {
+            return;
+        }
+        let Some(cfg) = self.cfg.kinds.get(kind).copied() else {
+            return;
+        };
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "kind ids fit u32 (checked at start)"
+        )]
+        let _ = self.plane.delivery.set_run_timeout(k as u32, cfg.timeout);
+        self.plane.routers[k].set_batch(cfg.batch);
+        self.plane.adapt.set_kind(kind, cfg.batch, cfg.timeout, now);
+    }
+
     /// Carries out adaptive decisions.
     pub(super) fn carry_out_adapt(
         &mut self,

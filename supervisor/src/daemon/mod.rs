@@ -879,6 +879,8 @@ impl Daemon {
                 }
                 let pid = p.pid;
                 self.units[u].proc = Some(p);
+                // A report left by an earlier incarnation whose exit was not processed.
+                self.units[u].blame = None;
                 Event::Spawned { unit, pid }
             }
             Err(error) => {

@@ -321,16 +321,29 @@ impl Daemon {
                         r.set_batch(k.batch);
                     }
                 }
+                let changed_kinds: Vec<String> = new
+                    .kinds
+                    .iter()
+                    .filter(|(n, k)| self.cfg.kinds.get(*n) != Some(k))
+                    .map(|(n, _)| n.clone())
+                    .collect();
                 self.cfg.kinds = new.kinds.clone();
                 self.apply(actions);
+                let now = Instant::now();
                 if new.adapt != self.cfg.adapt {
-                    let now = Instant::now();
                     match self.plane.adapt.reconfigure(new.adapt.clone(), now) {
                         Ok(actions) => {
                             self.cfg.adapt = new.adapt.clone();
                             self.carry_out_adapt(now, actions);
                         }
                         Err(e) => tracing::warn!("reload: adaptive settings not changed: {e}"),
+                    }
+                    for name in self.plane.kind_names.clone() {
+                        self.restore_kind_settings(&name, now);
+                    }
+                } else {
+                    for name in changed_kinds {
+                        self.restore_kind_settings(&name, now);
                     }
                 }
                 let detail = format!(
@@ -388,6 +401,7 @@ impl Daemon {
                 }
                 let actions = self.plane.adapt.set_mode(kind, mode, now);
                 self.carry_out_adapt(now, actions);
+                self.restore_kind_settings(kind, now);
                 self.push_event(String::new(), "tune_mode", format!("{kind}: {mode:?}"));
                 Response::ok(serde_json::json!({"kind": kind, "mode": mode}))
             }
