@@ -205,6 +205,12 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
             bins.join(b).display()
         );
     }
+    ensure!(
+        args.only.is_empty()
+            || (args.only.iter().any(|o| o == "round_robin")
+                && args.only.iter().any(|o| o.ends_with("+adapt"))),
+        "--only must include round_robin and at least one +adapt run (the summary compares them)"
+    );
     let started = Instant::now();
     let base = hetero_burst_degrade(scale, args.seed);
     let secs: f64 = base.phases.iter().map(|p| p.duration.as_secs_f64()).sum();
@@ -279,24 +285,29 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
             });
         }
     }
+    ensure!(
+        runs.iter().any(|r| r.label == "round_robin") && runs.iter().any(|r| r.adaptive),
+        "the summary needs the round_robin run and at least one +adapt run (see --only)"
+    );
     let oracle = amp_supervisor::adapt::sim::run(&variant(&base, SimPolicy::Oracle, false));
-    // The real runs replay the simulator's draws: the oracle saw the same tasks.
-    let count = |r: &amp_supervisor::adapt::sim::SimResult| {
-        let i = r
-            .tasks
-            .iter()
-            .filter(|t| t.class == amp_supervisor::adapt::sim::Class::Interactive)
-            .count();
-        (r.tasks.len(), i)
-    };
+    // The real runs replay the simulator's draws: the oracle saw the same tasks (same
+    // sequence of classes, phases and poison flags; sizes and times come from the same draws).
     if let Some(first) = runs.first() {
-        let (real, sim) = (count(&first.result), count(&oracle));
+        let key = |r: &amp_supervisor::adapt::sim::SimResult| -> Vec<_> {
+            r.tasks
+                .iter()
+                .map(|t| (t.class, t.phase, t.poison))
+                .collect()
+        };
+        let same = key(&first.result) == key(&oracle);
         println!(
-            "# tasks (all, interactive): real runs {real:?}, simulated oracle {sim:?}{}",
-            if real == sim {
-                " (same draws)"
+            "# tasks: real runs {}, simulated oracle {} — {}",
+            first.result.tasks.len(),
+            oracle.tasks.len(),
+            if same {
+                "the same sequence of classes and phases"
             } else {
-                " — MISMATCH"
+                "MISMATCH: the oracle saw other tasks"
             }
         );
     }

@@ -84,7 +84,7 @@ fn plan(cfg: &SimConfig) -> Vec<Arrival> {
                 t = end;
                 continue;
             }
-            let next = t + Duration::from_secs_f64(exp(rng, 1.0 / rate));
+            let next = t + sim_duration(exp(rng, 1.0 / rate));
             if next < end {
                 return Some(next);
             }
@@ -93,7 +93,11 @@ fn plan(cfg: &SimConfig) -> Vec<Arrival> {
     };
     let n = wl.poison;
     let mut poison: Vec<Duration> = (0..n)
-        .map(|k| total.mul_f64(f64::from(2 * k + 1) / f64::from(2 * n)))
+        .map(|k| {
+            // The simulator's integer arithmetic on nanoseconds.
+            let t = total.as_nanos() * u128::from(2 * k + 1) / u128::from(2 * n);
+            Duration::from_nanos(u64::try_from(t).unwrap_or(u64::MAX))
+        })
         .collect();
     poison.reverse();
     let mut out = Vec::new();
@@ -137,6 +141,17 @@ fn plan(cfg: &SimConfig) -> Vec<Arrival> {
         }
     }
     out
+}
+
+/// Seconds to a duration the way the simulator converts them (truncated to whole ns), so that
+/// arrival times match it to the nanosecond.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "non-negative durations far below u64::MAX ns, truncated like the simulator"
+)]
+fn sim_duration(secs: f64) -> Duration {
+    Duration::from_nanos((secs.max(0.0) * 1e9) as u64)
 }
 
 /// The ampd config of one run.
@@ -363,8 +378,11 @@ fn apply_phase(cfg: &SimConfig, dir: &Path, i: usize) -> Result<()> {
             SpeedChange::Stall(d) => format!("stall {}\n", d.as_secs_f64() * 1e3),
             SpeedChange::Restore => String::new(),
         };
+        // Written aside and renamed over: the worker never reads a half-written file.
         let path = dir.join(format!("w{u}.ctl"));
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let tmp = dir.join(format!("w{u}.ctl.tmp"));
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
     }
     Ok(())
 }

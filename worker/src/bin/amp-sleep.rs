@@ -25,7 +25,7 @@ enum Speed {
 struct Control {
     path: Option<PathBuf>,
     checked: Option<Instant>,
-    modified: Option<SystemTime>,
+    modified: Option<(SystemTime, u64)>,
     speed: Speed,
 }
 
@@ -42,7 +42,11 @@ impl Control {
             return self.speed;
         }
         self.checked = Some(now);
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        // Length too: two writes within one mtime tick (truncate, then write) must not leave
+        // the empty intermediate state in force.
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified().map(|t| (t, m.len())))
+            .ok();
         if modified != self.modified {
             self.modified = modified;
             let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -105,8 +109,16 @@ fn main() -> ExitCode {
         if has("crash") {
             std::process::abort();
         }
+        // At most an hour, like the payload itself (a huge factor must not overflow).
         let d = match control.speed() {
-            Speed::Factor(f) => d.mul_f64((factor * f).max(0.0)),
+            Speed::Factor(f) => {
+                let secs = d.as_secs_f64() * factor * f;
+                Duration::from_secs_f64(if secs.is_finite() {
+                    secs.clamp(0.0, 3600.0)
+                } else {
+                    3600.0
+                })
+            }
             Speed::Stall(s) => s,
         };
         std::thread::sleep(d);

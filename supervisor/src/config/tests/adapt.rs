@@ -188,6 +188,11 @@ fn retry_backoff_keys() {
         lines(&e),
         ["amp.toml:2:17: supervisor.retry_backoff: 2s is above retry_backoff_max = 1s"]
     );
+    // Only the maximum, below the default first delay: the first delay follows it.
+    let c = ok(&format!(
+        "[supervisor]\nretry_backoff_max = \"50ms\"\n{WORKERS}"
+    ));
+    assert_eq!(c.supervisor.retry_backoff, Duration::from_millis(50));
     let e = fail(&format!("[supervisor]\nretry_backoff = \"0s\"\n{WORKERS}"));
     assert!(e.to_string().contains("supervisor.retry_backoff"), "{e}");
 }

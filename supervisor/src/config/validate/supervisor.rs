@@ -80,19 +80,18 @@ impl Checker<'_> {
             out.retry_backoff_max,
         );
         if out.retry_backoff > out.retry_backoff_max {
-            if let Some(s) = raw
-                .retry_backoff
-                .as_ref()
-                .or(raw.retry_backoff_max.as_ref())
-            {
-                self.error(
+            match (raw.retry_backoff.as_ref(), raw.retry_backoff_max.as_ref()) {
+                // Only the maximum given: the default first delay follows it down.
+                (None, Some(_)) => out.retry_backoff = out.retry_backoff_max,
+                (Some(s), _) => self.error(
                     s.span(),
                     "supervisor.retry_backoff",
                     format!(
                         "{:?} is above retry_backoff_max = {:?}",
                         out.retry_backoff, out.retry_backoff_max
                     ),
-                );
+                ),
+                (None, None) => {}
             }
         }
         let blame = raw
