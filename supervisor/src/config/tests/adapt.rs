@@ -99,6 +99,10 @@ step = 4
     );
     // The worker itself is unchanged by its autoscaling keys.
     assert_eq!(c.workers[0].replicas, 2);
+    // Without `replicas`, an autoscaled worker starts at its minimum.
+    let c =
+        ok("[workers.w]\ncommand = \"x\"\nkinds = [\"a\"]\nmin_replicas = 3\nmax_replicas = 5\n");
+    assert_eq!(c.workers[0].replicas, 3);
 }
 
 #[test]
@@ -133,7 +137,7 @@ step = 1
     ));
     let l = lines(&e);
     let want = [
-        "amp.toml:11:16: workers.s.replicas: replicas = 5 is outside min_replicas..=max_replicas = 1..=3",
+        "amp.toml:10:12: workers.s.replicas: replicas = 5 is outside min_replicas..=max_replicas = 1..=3",
         "amp.toml:15:16: workers.t.min_replicas: 4 is above max_replicas = 2",
         "amp.toml:17:10: workers.u.max_replicas: is missing: `min_replicas` / `autoscale` need `max_replicas` as well",
         "amp.toml:21:10: workers.q.max_replicas: autoscaling follows the queues of the kinds a worker serves; this worker serves none (a plain process or an amp-ipc worker without `kinds`)",

@@ -15,6 +15,8 @@ pub(super) struct RawGroup {
     min: Option<Spanned<u32>>,
     max: Option<Spanned<u32>>,
     mode: Option<Mode>,
+    /// Where `replicas` was written (`None`: not given).
+    replicas: Option<std::ops::Range<usize>>,
 }
 
 /// Takes the autoscaling keys out of every `[workers.NAME]` table (the worker checks do not
@@ -34,6 +36,7 @@ pub(super) fn take_groups(
                 min: w.min_replicas.take(),
                 max: w.max_replicas.take(),
                 mode: w.autoscale.take(),
+                replicas: w.replicas.as_ref().map(Spanned::span),
             };
             (g.min.is_some() || g.max.is_some() || g.mode.is_some()).then_some(g)
         })
@@ -49,7 +52,7 @@ impl Checker<'_> {
         kind_modes: Vec<(Spanned<String>, Mode)>,
         groups: Vec<RawGroup>,
         kinds: &BTreeMap<String, KindConfig>,
-        workers: &[WorkerConfig],
+        workers: &mut [WorkerConfig],
     ) -> AdaptConfig {
         let mut c = AdaptConfig::default();
         let span = raw.as_ref().map_or(0..0, Spanned::span);
@@ -181,10 +184,10 @@ impl Checker<'_> {
         }
     }
 
-    fn group(&mut self, g: RawGroup, c: &mut AdaptConfig, workers: &[WorkerConfig]) {
+    fn group(&mut self, g: RawGroup, c: &mut AdaptConfig, workers: &mut [WorkerConfig]) {
         let name = g.name.get_ref();
         let f = |key: &str| format!("workers.{name}.{key}");
-        let Some(w) = workers.iter().find(|w| &w.name == name) else {
+        let Some(w) = workers.iter_mut().find(|w| &w.name == name) else {
             // The worker's own table had an error, reported already.
             return;
         };
@@ -232,9 +235,13 @@ impl Checker<'_> {
             );
             return;
         }
+        if g.replicas.is_none() {
+            // Not given: an autoscaled worker starts with its minimum.
+            w.replicas = min_v;
+        }
         if !(min_v..=max_v).contains(&w.replicas) {
             self.error(
-                max.span(),
+                g.replicas.clone().unwrap_or_else(|| max.span()),
                 f("replicas"),
                 format!(
                     "replicas = {} is outside min_replicas..=max_replicas = {min_v}..={max_v}",

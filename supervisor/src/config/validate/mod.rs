@@ -34,7 +34,7 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
     let mut raw = raw;
     let supervisor = c.supervisor(raw.supervisor);
     let groups = adapt::take_groups(&mut raw.workers);
-    let workers = c.workers(raw.workers, &supervisor);
+    let mut workers = c.workers(raw.workers, &supervisor);
     let (kinds, kind_tables) = c.kinds(raw.kinds, &workers);
     let kind_modes = kind_tables
         .iter()
@@ -50,7 +50,7 @@ pub(super) fn build(raw: RawConfig, text: &str, origin: &Path) -> Result<Config,
         &kinds,
         &classes,
     );
-    let adapt = c.adapt(raw.adapt, kind_modes, groups, &kinds, &workers);
+    let adapt = c.adapt(raw.adapt, kind_modes, groups, &kinds, &mut workers);
     if c.errors.is_empty() {
         Ok(Config {
             path: origin.to_path_buf(),
