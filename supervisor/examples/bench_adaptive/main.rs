@@ -4,10 +4,10 @@
 //! knows the true worker speeds.
 //!
 //! ```text
-//! scripts/bench-adaptive                  # real rings: 8 ampd runs at time scale 0.33, ~3 min
+//! scripts/bench-adaptive                  # real rings: 8 ampd runs of 45 s each, ~6 min
 //! scripts/bench-adaptive --sim            # the deterministic simulator only (45 s virtual, ~1 s)
 //! scripts/bench-adaptive --sim --seeds 4  # ... and the headline of seeds 2..4
-//! AMP_BENCH_QUICK=1 scripts/bench-adaptive   # shorter (real: scale 0.15, sim: 0.2)
+//! AMP_BENCH_QUICK=1 scripts/bench-adaptive   # shorter (real: scale 0.33, ~2.5 min; sim: 0.2)
 //! ```
 //!
 //! **Real rings** (default, `real.rs`): each run starts an `ampd` with ten `amp-sleep` workers
@@ -50,7 +50,7 @@ struct Args {
     /// Run the deterministic simulator only (no processes).
     #[arg(long)]
     sim: bool,
-    /// Phase lengths × this (1.0: 45 s per run). Default: real 0.33 (0.15 with
+    /// Phase lengths × this (1.0: 45 s per run). Default: real 1.0 (0.33 with
     /// `AMP_BENCH_QUICK=1`), simulator 1.0 (0.2).
     #[arg(long)]
     scale: Option<f64>,
@@ -182,7 +182,7 @@ fn main() -> Result<()> {
 /// The scenario over the real rings: every policy with the controller off and on, each on its
 /// own ampd; the oracle from the simulator.
 fn real_runs(args: &Args, quick: bool) -> Result<()> {
-    let scale = args.scale.unwrap_or(if quick { 0.15 } else { 0.33 });
+    let scale = args.scale.unwrap_or(if quick { 0.33 } else { 1.0 });
     ensure!(
         scale > 0.0 && scale.is_finite(),
         "--scale must be a positive number, got {scale}"
