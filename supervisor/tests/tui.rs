@@ -1395,7 +1395,9 @@ fn ampctl_top_in_tmux() {
             "#{pane_dead} #{pane_dead_status}",
         ]);
         dead = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if dead.starts_with('1') {
+        // tmux may report the pane dead (its pty closed) a moment before it has the exit
+        // status: wait for both.
+        if dead.starts_with('1') && dead.split_whitespace().count() == 2 {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
