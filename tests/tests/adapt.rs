@@ -131,11 +131,27 @@ timeout = { factor = 4, min = "200ms", max = "1s", min_samples = 50 }
     );
     let body = String::from_utf8_lossy(&res.body);
     assert!(body.contains("timed out"), "{body}");
-    // Leaving auto mode puts the configured timeout (none) back: the same task succeeds.
+    let windows = |d: &Ampd| -> Vec<u64> {
+        let r = d
+            .request(serde_json::json!({"cmd": "route_get", "kind": "sleep"}))
+            .unwrap();
+        r.data.unwrap()["sleep"]["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["window"].as_u64().unwrap())
+            .collect()
+    };
+    // A one-task-at-a-time worker's capacity is one: the controller has cut the windows.
+    let before = windows(&d);
+    assert!(before.iter().all(|&w| w < 4), "{before:?}");
+    // Leaving auto mode puts the configured settings back: windows at `concurrency` (4) and
+    // no run timeout (the same task succeeds).
     let r = d
         .request(serde_json::json!({"cmd": "tune", "op": "mode", "kind": "sleep", "mode": "off"}))
         .unwrap();
     assert!(r.ok, "{r:?}");
+    assert_eq!(windows(&d), [4, 4]);
     let t = c.submit("sleep", b"1500 long").unwrap();
     let res = c.wait_for(t, T).unwrap();
     assert_eq!(res.status, ResultStatus::Ok, "{res:?}");

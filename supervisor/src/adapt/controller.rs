@@ -299,6 +299,17 @@ impl Controller {
             .collect()
     }
 
+    /// The windows of `kind`'s workers are no longer the controller's (the kind left auto mode
+    /// and the event loop put the configured ones back): it forgets what it set, so that it sets
+    /// every window again if the kind returns to auto mode.
+    pub fn release_windows(&mut self, kind: &str) {
+        if let Some(k) = self.kinds.get_mut(kind) {
+            for w in k.workers.values_mut() {
+                w.window = 0;
+            }
+        }
+    }
+
     /// The mode of `kind`.
     #[must_use]
     pub fn mode(&self, kind: &str) -> Mode {

@@ -957,9 +957,9 @@ impl Daemon {
         self.carry_out_adapt(now, actions);
     }
 
-    /// Puts the configured run timeout of `kind` back in force unless the controller is in
-    /// auto mode for it (an adaptive timeout must not outlive the mode that derived it), and
-    /// tells the controller what is in force.
+    /// Puts the configured run timeout, batch and worker windows (`concurrency`) of `kind` back
+    /// in force unless the controller is in auto mode for it (adaptive settings must not outlive
+    /// the mode that derived them), and tells the controller what is in force.
     pub(super) fn restore_kind_settings(&mut self, kind: &str, now: Instant) {
         let Some(k) = self.plane.kind_names.iter().position(|n| n == kind) else {
             return;
@@ -977,6 +977,25 @@ impl Daemon {
         let _ = self.plane.delivery.set_run_timeout(k as u32, cfg.timeout);
         self.plane.routers[k].set_batch(cfg.batch);
         self.plane.adapt.set_kind(kind, cfg.batch, cfg.timeout, now);
+        let units: Vec<usize> = self.plane.routers[k]
+            .workers()
+            .iter()
+            .map(|w| w.unit)
+            .collect();
+        for u in units {
+            let configured = self
+                .units
+                .get(u)
+                .and_then(|x| self.cfg.workers.get(x.worker))
+                .and_then(|w| match &w.mode {
+                    WorkerMode::Ipc(ic) => Some(ic.concurrency),
+                    WorkerMode::Plain { .. } => None,
+                });
+            if let Some(c) = configured {
+                let _ = self.plane.routers[k].set_window(u, c);
+            }
+        }
+        self.plane.adapt.release_windows(kind);
     }
 
     /// Carries out adaptive decisions.
