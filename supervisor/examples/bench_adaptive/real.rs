@@ -312,33 +312,7 @@ fn adapt_s(cfg: &SimConfig, samples: &[Sample]) -> Option<f64> {
     let i = cfg.phases.iter().position(|p| &p.name == name)?;
     let start: Duration = cfg.phases[..i].iter().map(|p| p.duration).sum();
     let end = start + cfg.phases[i].duration;
-    let mut slow = vec![1.0; cfg.workers.len()];
-    let mut stalled = vec![false; cfg.workers.len()];
-    for p in &cfg.phases[..=i] {
-        for &(u, c) in &p.changes {
-            match c {
-                SpeedChange::Slow(f) => slow[u] = f,
-                SpeedChange::Stall(_) => stalled[u] = true,
-                SpeedChange::Restore => {
-                    slow[u] = 1.0;
-                    stalled[u] = false;
-                }
-            }
-        }
-    }
-    let cap: Vec<f64> = cfg
-        .workers
-        .iter()
-        .enumerate()
-        .map(|(u, w)| {
-            if stalled[u] {
-                0.0
-            } else {
-                f64::from(w.slots) / (w.speed * slow[u])
-            }
-        })
-        .collect();
-    let share = cap[*unit] / cap.iter().sum::<f64>();
+    let share = cfg.capacity_share(i, *unit);
     let second = Duration::from_secs(1);
     let at = |t: Duration| samples.partition_point(|s| s.0 < t);
     let mut s = start;

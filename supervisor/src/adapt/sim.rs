@@ -218,6 +218,41 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// `unit`'s share of the workers' capacity during phase `phase`, with every speed change
+    /// up to that phase applied (a stalled worker has none). What `adapt_s` compares a
+    /// worker's share of dispatches with.
+    #[must_use]
+    pub fn capacity_share(&self, phase: usize, unit: usize) -> f64 {
+        let mut slow = vec![1.0; self.workers.len()];
+        let mut stalled = vec![false; self.workers.len()];
+        for p in self.phases.iter().take(phase + 1) {
+            for &(u, c) in &p.changes {
+                match c {
+                    SpeedChange::Slow(f) => slow[u] = f,
+                    SpeedChange::Stall(_) => stalled[u] = true,
+                    SpeedChange::Restore => {
+                        slow[u] = 1.0;
+                        stalled[u] = false;
+                    }
+                }
+            }
+        }
+        let cap: Vec<f64> = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(u, w)| {
+                if stalled[u] {
+                    0.0
+                } else {
+                    f64::from(w.slots) / (w.speed * slow[u])
+                }
+            })
+            .collect();
+        let total: f64 = cap.iter().sum();
+        cap.get(unit).map_or(0.0, |c| c / total)
+    }
+
     /// Nominal capacity (tasks/s) at the workers' base speeds.
     #[must_use]
     pub fn capacity(&self) -> f64 {

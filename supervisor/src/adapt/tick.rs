@@ -1,9 +1,10 @@
 //! [`Controller::tick`]: the periodic work — windows, batch, timeouts, parameters and groups.
 
-use super::config::Mode;
+use super::config::{Mode, WindowConfig};
 use super::controller::{Controller, Effect, SettingKey};
 use super::decision::{AdaptAction, Change, Evidence, Target};
 use super::gradient::{Rule, UpdateFigures};
+use super::profile::Profile;
 use std::time::{Duration, Instant};
 
 /// Relative change of a worker's cost that is sent to the router.
@@ -12,6 +13,15 @@ pub const COST_HYSTERESIS: f64 = 0.1;
 const COST_MIN: f64 = 0.01;
 /// Largest cost sent.
 const COST_MAX: f64 = 1000.0;
+
+/// How long a worker may hold tasks without a completion before it counts as stalled:
+/// `max(stall_min, stall_factor × the kind's p99.9 RTT over the long window)`.
+fn stall_after(cfg: &WindowConfig, profile: &Profile, now: Instant) -> Duration {
+    let h = profile.long.merged(now, profile.long.slots());
+    let tail = (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(0.999)));
+    cfg.stall_min
+        .max(tail.unwrap_or(cfg.stall_min).mul_f64(cfg.stall_factor))
+}
 
 impl Controller {
     /// When the next [`tick`](Self::tick) has work to do (`None` before the first).
@@ -114,14 +124,7 @@ impl Controller {
             }
             return;
         }
-        let cfg = self.config.window;
-        let tail = {
-            let h = k.profile.long.merged(now, k.profile.long.slots());
-            (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(0.999)))
-        };
-        let stall_after = cfg
-            .stall_min
-            .max(tail.unwrap_or(cfg.stall_min).mul_f64(cfg.stall_factor));
+        let stall_after = stall_after(&self.config.window, &k.profile, now);
         let estimates: Vec<(usize, f64)> = k
             .workers
             .iter()
@@ -167,14 +170,7 @@ impl Controller {
 
     fn tick_windows(&mut self, kind: &str, mode: Mode, now: Instant, out: &mut Vec<AdaptAction>) {
         let cfg = self.config.window;
-        let kind_tail = {
-            let k = &self.kinds[kind];
-            let h = k.profile.long.merged(now, k.profile.long.slots());
-            (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(0.999)))
-        };
-        let stall_after = cfg
-            .stall_min
-            .max(kind_tail.unwrap_or(cfg.stall_min).mul_f64(cfg.stall_factor));
+        let stall_after = stall_after(&cfg, &self.kinds[kind].profile, now);
         let units: Vec<usize> = self.kinds[kind].workers.keys().copied().collect();
         for unit in units {
             let Some(w) = self.worker_mut(kind, unit) else {

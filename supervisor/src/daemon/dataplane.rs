@@ -386,6 +386,29 @@ impl Daemon {
         moved
     }
 
+    /// Refuses a submission: counts it and answers its submitter with `reason`.
+    fn reject(
+        &mut self,
+        now: Instant,
+        to: Submitter,
+        kind: u32,
+        class: usize,
+        reason: String,
+    ) -> Option<TaskId> {
+        if let Some(r) = self.plane.rejected.get_mut(kind as usize) {
+            *r += 1;
+        }
+        self.deliver(
+            now,
+            to,
+            TaskId(0),
+            kind,
+            class,
+            FinalOutcome::Rejected { reason },
+        );
+        None
+    }
+
     /// Accepts one submission (from a client ring or the control socket); answers rejections.
     #[allow(
         clippy::too_many_arguments,
@@ -402,20 +425,7 @@ impl Daemon {
         idempotency_key: Option<String>,
         parent: Option<TaskId>,
     ) -> Option<TaskId> {
-        let reject = |this: &mut Self, reason: String| {
-            if let Some(r) = this.plane.rejected.get_mut(kind as usize) {
-                *r += 1;
-            }
-            this.deliver(
-                now,
-                to,
-                TaskId(0),
-                kind,
-                class,
-                FinalOutcome::Rejected { reason },
-            );
-            None
-        };
+        let reject = |this: &mut Self, reason: String| this.reject(now, to, kind, class, reason);
         if kind as usize >= self.plane.kind_names.len() {
             return reject(self, format!("kind id {kind} is not served by this ampd"));
         }
@@ -501,20 +511,7 @@ impl Daemon {
         idempotency_key: Option<String>,
         parent: Option<TaskId>,
     ) -> Option<TaskId> {
-        let reject = |this: &mut Self, reason: String| {
-            if let Some(r) = this.plane.rejected.get_mut(kind as usize) {
-                *r += 1;
-            }
-            this.deliver(
-                now,
-                to,
-                TaskId(0),
-                kind,
-                class,
-                FinalOutcome::Rejected { reason },
-            );
-            None
-        };
+        let reject = |this: &mut Self, reason: String| this.reject(now, to, kind, class, reason);
         let mut t = NewTask::new(kind, class, payload, to);
         t.deadline = deadline;
         t.idempotency_key = idempotency_key;
@@ -970,10 +967,6 @@ impl Daemon {
         let Some(cfg) = self.cfg.kinds.get(kind).copied() else {
             return;
         };
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "kind ids fit u32 (checked at start)"
-        )]
         let _ = self.plane.delivery.set_run_timeout(k as u32, cfg.timeout);
         self.plane.routers[k].set_batch(cfg.batch);
         self.plane.adapt.set_kind(kind, cfg.batch, cfg.timeout, now);

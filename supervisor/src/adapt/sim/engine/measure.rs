@@ -1,7 +1,7 @@
 //! The simulator's measurements: the result and the time to move load off a worker.
 
 use super::{secs, Engine};
-use crate::adapt::sim::{SimResult, SpeedChange, TaskRecord, KIND};
+use crate::adapt::sim::{SimResult, TaskRecord, KIND};
 use std::time::Duration;
 
 impl Engine<'_> {
@@ -80,34 +80,7 @@ impl Engine<'_> {
         let i = self.cfg.phases.iter().position(|p| &p.name == name)?;
         let (start, end) = self.phase_bounds[i];
         // The watched worker's capacity share in that phase.
-        let mut slow = vec![1.0; self.cfg.workers.len()];
-        let mut stalled = vec![false; self.cfg.workers.len()];
-        for p in &self.cfg.phases[..=i] {
-            for &(u, c) in &p.changes {
-                match c {
-                    SpeedChange::Slow(f) => slow[u] = f,
-                    SpeedChange::Stall(_) => stalled[u] = true,
-                    SpeedChange::Restore => {
-                        slow[u] = 1.0;
-                        stalled[u] = false;
-                    }
-                }
-            }
-        }
-        let cap: Vec<f64> = self
-            .cfg
-            .workers
-            .iter()
-            .enumerate()
-            .map(|(u, w)| {
-                if stalled[u] {
-                    0.0
-                } else {
-                    f64::from(w.slots) / (w.speed * slow[u])
-                }
-            })
-            .collect();
-        let share = cap[*unit] / cap.iter().sum::<f64>();
+        let share = self.cfg.capacity_share(i, *unit);
         let second = 1_000_000_000;
         let step = 50_000_000;
         let max_outstanding = |a: u64, b: u64| -> u32 {
