@@ -79,6 +79,27 @@ pub struct RecordHeader {
     pub tag: u32,
 }
 
+impl RecordHeader {
+    /// The header's 8 bytes read as one native-endian word: what a single aligned 8-byte store
+    /// writes (rings write and read a header with one access, not one per field).
+    #[must_use]
+    pub const fn to_word(self) -> u64 {
+        let l = self.len.to_ne_bytes();
+        let t = self.tag.to_ne_bytes();
+        u64::from_ne_bytes([l[0], l[1], l[2], l[3], t[0], t[1], t[2], t[3]])
+    }
+
+    /// The header whose bytes are those of `word` (inverse of [`to_word`](Self::to_word)).
+    #[must_use]
+    pub const fn from_word(word: u64) -> Self {
+        let b = word.to_ne_bytes();
+        Self {
+            len: u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            tag: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        }
+    }
+}
+
 /// Size of [`RecordHeader`] in bytes.
 pub const RECORD_HEADER_SIZE: usize = size_of::<RecordHeader>();
 
@@ -637,6 +658,22 @@ mod tests {
                 "mutation {i} accepted"
             );
         }
+    }
+
+    #[test]
+    fn record_header_word_has_the_struct_bytes() {
+        let h = RecordHeader {
+            len: 0x0102_0304,
+            tag: 0x0A0B_0C0D,
+        };
+        // The bytes of the word are the bytes of the repr(C) struct: len first, then tag, each
+        // in native byte order.
+        let mut expected = [0u8; 8];
+        expected[..4].copy_from_slice(&h.len.to_ne_bytes());
+        expected[4..].copy_from_slice(&h.tag.to_ne_bytes());
+        assert_eq!(h.to_word().to_ne_bytes(), expected);
+        assert_eq!(RecordHeader::from_word(h.to_word()), h);
+        assert_eq!(RecordHeader::from_word(u64::MAX).len, u32::MAX);
     }
 
     #[test]

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amp_ipc::link::{self, PeerEnd, SupervisorEnd};
-use amp_ipc::ring::RingError;
+use amp_ipc::ring::{Producer, RingError};
 use amp_ipc::segment::{RingSide, Segment, SegmentConfig};
 use amp_ipc::signal::Doorbell;
 
-use crate::common::{busy_until, check, ns, stamp, template, Clock, Latency, Rate, Res, Tput};
+use crate::common::{
+    busy_until, check, ns, stamp, stamp_template, template, Clock, Fill, Latency, Rate, Res, Tput,
+};
 use crate::proc::{run_pair, Cpus};
 
 /// Prefix of the benchmark's segment names.
@@ -42,41 +44,25 @@ fn with_segment<T>(seg: &Arc<Segment>, run: impl FnOnce() -> Res<T>) -> Res<T> {
     Ok(value)
 }
 
-/// One-way throughput: the child produces on the completions ring, this process consumes.
-pub fn throughput(cpus: &Cpus, t: Tput) -> Res<Rate> {
+/// One-way throughput: the child produces on the completions ring, this process consumes. The
+/// child writes through [`Producer::write_many`], `batch` records per call, or — with
+/// `per_record` — through `reserve`/`commit` per record and `publish` every `batch`.
+pub fn throughput(cpus: &Cpus, t: Tput, per_record: bool) -> Res<Rate> {
     let seg = segment(4096, ring_bytes(t.size), t.size as u64)?;
-    let batch = t.batch as u64;
     with_segment(&seg, || {
         run_pair(
             cpus,
             || {
                 let seg = Arc::new(Segment::open(seg.name())?);
-                let mut p = link::producer(&seg, RingSide::Completions)?;
-                let tmpl = template(t.size);
-                // Records committed since the last publish (the bare ring counts the same way;
-                // no division per record).
-                let mut pending = 0;
-                for seq in 0..t.count {
-                    loop {
-                        match p.reserve(t.size, 1) {
-                            Ok(mut r) => {
-                                stamp(&mut r, &tmpl, seq);
-                                r.commit();
-                                break;
-                            }
-                            Err(RingError::Full { .. }) => std::hint::spin_loop(),
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    pending += 1;
-                    if pending == batch {
-                        // The consumer never sleeps in this run, so no wakeup is ever owed.
-                        let _ = p.publish();
-                        pending = 0;
+                let mut producer = link::producer(&seg, RingSide::Completions)?;
+                match (t.fill, per_record) {
+                    (Fill::Words, false) => produce(&mut producer, t, stamp),
+                    (Fill::Words, true) => produce_reserve(&mut producer, t),
+                    (Fill::Memcpy, _) => {
+                        let tmpl = template(t.size);
+                        produce(&mut producer, t, |buf, seq| stamp_template(buf, &tmpl, seq))
                     }
                 }
-                let _ = p.publish();
-                Ok(())
             },
             || {
                 let mut c = link::consumer(&seg, RingSide::Completions)?;
@@ -86,7 +72,7 @@ pub fn throughput(cpus: &Cpus, t: Tput) -> Res<Rate> {
                 while seq < t.count {
                     match c.read()? {
                         Some(rec) => {
-                            if !check(rec.data(), seq) {
+                            if !t.fill.check(rec.data(), seq) {
                                 return Err(format!("amp ring: record {seq} is wrong").into());
                             }
                             seq += 1;
@@ -103,6 +89,57 @@ pub fn throughput(cpus: &Cpus, t: Tput) -> Res<Rate> {
             },
         )
     })
+}
+
+/// The producer's loop: `t.count` records of `t.size` bytes, `t.batch` per
+/// [`Producer::write_many`] (which publishes once per call), each filled by `fill(buf, seq)`.
+fn produce(p: &mut Producer, t: Tput, fill: impl Fn(&mut [u8], u64)) -> Res<()> {
+    let (count, batch) = (t.count, t.batch as u64);
+    let mut seq = 0;
+    while seq < count {
+        let n = batch.min(count - seq) as usize;
+        let w = p.write_many(n, t.size, 1, |i, buf| {
+            fill(buf, seq + i as u64);
+            buf.len()
+        })?;
+        // The consumer never sleeps in this run, so no wakeup is ever owed (`w.wake`).
+        seq += w.records as u64;
+        if w.records < n {
+            // Full: wait for the consumer.
+            std::hint::spin_loop();
+        }
+    }
+    Ok(())
+}
+
+/// The producer's loop through the per-record API: `reserve`, fill, `commit`, and `publish`
+/// every `t.batch` records.
+fn produce_reserve(p: &mut Producer, t: Tput) -> Res<()> {
+    let batch = t.batch as u64;
+    // Records committed since the last publish (the bare ring counts the same way; no division
+    // per record).
+    let mut pending = 0;
+    for seq in 0..t.count {
+        loop {
+            match p.reserve(t.size, 1) {
+                Ok(mut r) => {
+                    stamp(&mut r, seq);
+                    r.commit();
+                    break;
+                }
+                Err(RingError::Full { .. }) => std::hint::spin_loop(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        pending += 1;
+        if pending == batch {
+            // The consumer never sleeps in this run, so no wakeup is ever owed.
+            let _ = p.publish();
+            pending = 0;
+        }
+    }
+    let _ = p.publish();
+    Ok(())
 }
 
 /// Round trip of a 64-byte record, both sides spinning on their rings (no doorbells).
@@ -133,12 +170,11 @@ pub fn rtt_hot(cpus: &Cpus, n: usize, warmup: usize) -> Res<Latency> {
             || {
                 let mut tx = link::producer(&seg, RingSide::Tasks)?;
                 let mut rx = link::consumer(&seg, RingSide::Completions)?;
-                let tmpl = template(SIZE);
                 let mut samples = Vec::with_capacity(n);
                 let mut start = Instant::now();
                 for seq in 0..total {
                     let mut r = tx.reserve(SIZE, 1)?;
-                    stamp(&mut r, &tmpl, seq);
+                    stamp(&mut r, seq);
                     r.commit();
                     let _ = tx.publish();
                     let ok = loop {
@@ -211,7 +247,6 @@ pub fn rtt_woken(
                 if let Some(s) = spin {
                     end.completions.set_spin(s);
                 }
-                let tmpl = template(SIZE);
                 let mut samples = Vec::with_capacity(n);
                 let mut last = Instant::now();
                 let mut wakeups_at_warm = 0;
@@ -224,7 +259,7 @@ pub fn rtt_woken(
                         None => last,
                     };
                     let mut r = end.tasks.reserve(SIZE, 1)?;
-                    stamp(&mut r, &tmpl, seq);
+                    stamp(&mut r, seq);
                     r.commit();
                     end.tasks.flush()?;
                     let ok = loop {

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 
-use crate::common::{check, ns, stamp, template, Clock, Latency, Rate, Res, Tput};
+use crate::common::{
+    check, ns, stamp, stamp_template, template, Clock, Fill, Latency, Rate, Res, Tput,
+};
 use crate::proc::{run_pair, Cpus};
 
 /// Offset of the consumer index (its own 128-byte line pair, away from the producer index at 0).
@@ -238,10 +240,19 @@ pub fn throughput(cpus: &Cpus, t: Tput, variant: Variant) -> Res<Rate> {
     run_pair(
         cpus,
         || {
-            let tmpl = template(t.size);
             let mut tx = ring.tx(batch);
-            for seq in 0..t.count {
-                tx.push(|slot| stamp(slot, &tmpl, seq));
+            match t.fill {
+                Fill::Words => {
+                    for seq in 0..t.count {
+                        tx.push(|slot| stamp(slot, seq));
+                    }
+                }
+                Fill::Memcpy => {
+                    let tmpl = template(t.size);
+                    for seq in 0..t.count {
+                        tx.push(|slot| stamp_template(slot, &tmpl, seq));
+                    }
+                }
             }
             tx.publish();
             Ok(())
@@ -251,7 +262,7 @@ pub fn throughput(cpus: &Cpus, t: Tput, variant: Variant) -> Res<Rate> {
             let mut clock = Clock::default();
             let mut seq = 0;
             while seq < t.count {
-                match rx.pop(|rec| check(rec, seq)) {
+                match rx.pop(|rec| t.fill.check(rec, seq)) {
                     Some(true) => {
                         seq += 1;
                         clock.mark(seq);
@@ -286,11 +297,10 @@ pub fn rtt_hot(cpus: &Cpus, n: usize, warmup: usize) -> Res<Latency> {
         },
         || {
             let (mut tx, mut rx) = (ping.tx(1), pong.rx(1));
-            let tmpl = template(SIZE);
             let mut samples = Vec::with_capacity(n);
             let mut start = Instant::now();
             for seq in 0..total {
-                tx.push(|slot| stamp(slot, &tmpl, seq));
+                tx.push(|slot| stamp(slot, seq));
                 let ok = loop {
                     if let Some(ok) = rx.pop(|rec| check(rec, seq)) {
                         break ok;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::common::{check, ns, stamp, template, Clock, Latency, Rate, Res, Tput};
+use crate::common::{check, ns, stamp, Clock, Latency, Rate, Res, Tput};
 use crate::proc::{run_pair, Cpus};
 
 /// A byte stream between the two processes.
@@ -40,13 +40,12 @@ fn stream_pair(kind: Stream) -> Res<Ends> {
 
 /// Writes `count` stamped records of `size` bytes, `batch` records per `write(2)`.
 fn write_records(w: &mut dyn Write, t: Tput) -> Res<()> {
-    let tmpl = template(t.size);
     let mut buf = vec![0u8; t.batch * t.size];
     let mut seq = 0;
     while seq < t.count {
         let k = (t.count - seq).min(t.batch as u64) as usize;
         for rec in buf[..k * t.size].chunks_exact_mut(t.size) {
-            stamp(rec, &tmpl, seq);
+            stamp(rec, seq);
             seq += 1;
         }
         w.write_all(&buf[..k * t.size])?;
@@ -113,12 +112,11 @@ pub fn stream_rtt(cpus: &Cpus, kind: Stream, n: usize, warmup: usize) -> Res<Lat
             Ok(())
         },
         move || {
-            let tmpl = template(SIZE);
             let (mut out, mut back) = ([0u8; SIZE], [0u8; SIZE]);
             let mut samples = Vec::with_capacity(n);
             let mut start = Instant::now();
             for seq in 0..total {
-                stamp(&mut out, &tmpl, seq);
+                stamp(&mut out, seq);
                 ping_w.write_all(&out)?;
                 pong_r.read_exact(&mut back)?;
                 let now = Instant::now();
@@ -191,13 +189,12 @@ pub fn ipc_throughput(cpus: &Cpus, t: Tput) -> Res<Rate> {
         cpus,
         move || {
             let (_to_child, to_parent) = ipc_child_connect(name)?;
-            let tmpl = template(t.size);
             let mut buf = vec![0u8; t.batch * t.size];
             let mut seq = 0;
             while seq < t.count {
                 let k = (t.count - seq).min(t.batch as u64) as usize;
                 for rec in buf[..k * t.size].chunks_exact_mut(t.size) {
-                    stamp(rec, &tmpl, seq);
+                    stamp(rec, seq);
                     seq += 1;
                 }
                 to_parent.send(&buf[..k * t.size])?;
@@ -243,12 +240,11 @@ pub fn ipc_rtt(cpus: &Cpus, n: usize, warmup: usize) -> Res<Latency> {
         },
         move || {
             let (_boot, (to_child, from_child)) = server.accept()?;
-            let tmpl = template(SIZE);
             let mut out = [0u8; SIZE];
             let mut samples = Vec::with_capacity(n);
             let mut start = Instant::now();
             for seq in 0..total {
-                stamp(&mut out, &tmpl, seq);
+                stamp(&mut out, seq);
                 to_child.send(&out)?;
                 let back = from_child.recv()?;
                 let now = Instant::now();

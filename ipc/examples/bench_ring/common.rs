@@ -18,6 +18,29 @@ pub struct Tput {
     pub batch: usize,
     /// Records moved.
     pub count: u64,
+    /// How the writer fills each record.
+    pub fill: Fill,
+}
+
+/// How a writer fills a record (the consumer checks accordingly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// [`stamp`]: 8-byte word `i` = `seq + i`, one store per word; every word is checked.
+    Words,
+    /// A `memcpy` of a fixed template (glibc's vector copy, loads included), then `seq` over the
+    /// first and last 8 bytes; those two words are checked ([`stamp_template`]).
+    Memcpy,
+}
+
+impl Fill {
+    /// Whether `rec` is record `seq` as this fill writes it.
+    #[inline]
+    pub fn check(self, rec: &[u8], seq: u64) -> bool {
+        match self {
+            Self::Words => check(rec, seq),
+            Self::Memcpy => check_ends(rec, seq),
+        }
+    }
 }
 
 /// What a throughput run measured on the consumer side.
@@ -66,17 +89,58 @@ impl Clock {
     }
 }
 
-/// A payload pattern of `size` bytes that writers copy into each record.
+/// Writes a record of `rec.len()` bytes (a multiple of 8) for sequence number `seq`: 8-byte word
+/// `i` holds `seq + i`, so the reader can check every word of every record (a torn, stale or
+/// shifted record fails). On 8-aligned memory (both rings) the words are written as one
+/// volatile 8-byte store each, so every ring gets the same instruction stream for the payload —
+/// `size / 8` stores — whatever the compiler would otherwise merge or vectorise (how many stores a
+/// record takes is what bounds a ring here; see `docs/benchmarks.md`, "Ring").
+#[inline]
+pub fn stamp(rec: &mut [u8], seq: u64) {
+    if rec.as_ptr().align_offset(8) == 0 {
+        for (i, c) in rec.chunks_exact_mut(8).enumerate() {
+            // SAFETY: `c` is 8 bytes of `rec`, which starts 8-aligned, so `c` is a valid, aligned
+            // place for a u64 that nothing else references while `rec` is borrowed mutably.
+            unsafe {
+                c.as_mut_ptr()
+                    .cast::<u64>()
+                    .write_volatile(seq.wrapping_add(i as u64).to_le())
+            };
+        }
+    } else {
+        stamp_unaligned(rec, seq);
+    }
+}
+
+/// [`stamp`] for a buffer that is not 8-aligned (kernel baselines), out of the rings' hot loops.
+#[cold]
+#[inline(never)]
+fn stamp_unaligned(rec: &mut [u8], seq: u64) {
+    for (i, c) in rec.chunks_exact_mut(8).enumerate() {
+        c.copy_from_slice(&seq.wrapping_add(i as u64).to_le_bytes());
+    }
+}
+
+/// Whether every 8-byte word `i` of `rec` holds `seq + i` (see [`stamp`]).
+#[inline]
+pub fn check(rec: &[u8], seq: u64) -> bool {
+    let mut bad = 0u64;
+    for (i, c) in rec.chunks_exact(8).enumerate() {
+        bad |= u64::from_le_bytes(c.try_into().unwrap_or_default()) ^ seq.wrapping_add(i as u64);
+    }
+    rec.len() >= 16 && rec.len() % 8 == 0 && bad == 0
+}
+
+/// A payload pattern of `size` bytes for [`Fill::Memcpy`].
 pub fn template(size: usize) -> Vec<u8> {
     (0..size)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
         .collect()
 }
 
-/// Writes a record: the template, with the sequence number stamped over its first and last
-/// 8 bytes (so a torn or stale record is caught, and the writes cannot be optimised away).
+/// [`Fill::Memcpy`]: copies `template` into `rec` and stamps `seq` over its first and last 8 bytes.
 #[inline]
-pub fn stamp(rec: &mut [u8], template: &[u8], seq: u64) {
+pub fn stamp_template(rec: &mut [u8], template: &[u8], seq: u64) {
     rec.copy_from_slice(template);
     let s = seq.to_le_bytes();
     let n = rec.len();
@@ -84,9 +148,9 @@ pub fn stamp(rec: &mut [u8], template: &[u8], seq: u64) {
     rec[n - 8..].copy_from_slice(&s);
 }
 
-/// Whether `rec` carries sequence number `seq` at both ends.
+/// Whether `rec` carries `seq` in its first and last 8 bytes ([`Fill::Memcpy`]).
 #[inline]
-pub fn check(rec: &[u8], seq: u64) -> bool {
+pub fn check_ends(rec: &[u8], seq: u64) -> bool {
     let n = rec.len();
     n >= 16 && rec[..8] == seq.to_le_bytes() && rec[n - 8..] == seq.to_le_bytes()
 }

@@ -9,7 +9,8 @@
 //! ```
 //! (`scripts/bench-ring` does the same.) Each measurement forks a peer process; the two are pinned
 //! to different CPUs when two are available. Throughput: the child writes `count` records, each
-//! stamped with its sequence number at both ends, the parent reads and checks every one.
+//! written as 8-byte words `seq + i` (one store per word), the parent reads and checks every
+//! word of every record.
 //! Round trips: the parent sends a 64-byte message, the child echoes it.
 //!
 //! Every configuration is repeated (5 times, 3 in quick mode) with the mechanisms interleaved;
@@ -29,7 +30,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use baselines::Stream;
-use common::{median, Latency, Res, Tput};
+use common::{median, Fill, Latency, Res, Tput};
 use proc::Cpus;
 
 /// A one-way transport under test.
@@ -37,6 +38,9 @@ use proc::Cpus;
 enum Mech {
     Amp,
     Bare,
+    AmpReserve,
+    AmpMemcpy,
+    BareMemcpy,
     BareStride8,
     BareFence,
     Pipe,
@@ -45,9 +49,12 @@ enum Mech {
 }
 
 impl Mech {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 10] = [
         Self::Amp,
         Self::Bare,
+        Self::AmpReserve,
+        Self::AmpMemcpy,
+        Self::BareMemcpy,
         Self::BareStride8,
         Self::BareFence,
         Self::Pipe,
@@ -59,6 +66,9 @@ impl Mech {
         match self {
             Self::Amp => "amp ring (segment)",
             Self::Bare => "bare SPSC ring",
+            Self::AmpReserve => "amp ring, reserve/commit per record",
+            Self::AmpMemcpy => "amp ring, payload memcpy'd",
+            Self::BareMemcpy => "bare ring, payload memcpy'd",
             Self::BareStride8 => "bare ring, slot = record + 8 B",
             Self::BareFence => "bare ring + SeqCst fence per publish",
             Self::Pipe => "pipe",
@@ -70,8 +80,28 @@ impl Mech {
     /// Records moved per run in full mode: sized so one run takes roughly 0.2–1 s here.
     fn count(self, size: usize, batch: usize) -> u64 {
         match (self, size > 64, batch > 1) {
-            (Self::Amp | Self::Bare | Self::BareStride8 | Self::BareFence, false, _) => 10_000_000,
-            (Self::Amp | Self::Bare | Self::BareStride8 | Self::BareFence, true, _) => 3_000_000,
+            (
+                Self::Amp
+                | Self::Bare
+                | Self::AmpReserve
+                | Self::AmpMemcpy
+                | Self::BareMemcpy
+                | Self::BareStride8
+                | Self::BareFence,
+                false,
+                _,
+            ) => 10_000_000,
+            (
+                Self::Amp
+                | Self::Bare
+                | Self::AmpReserve
+                | Self::AmpMemcpy
+                | Self::BareMemcpy
+                | Self::BareStride8
+                | Self::BareFence,
+                true,
+                _,
+            ) => 3_000_000,
             (Self::Pipe | Self::Unix, false, false) => 1_000_000,
             (Self::Pipe | Self::Unix, false, true) => 10_000_000,
             (Self::Pipe | Self::Unix, true, false) => 500_000,
@@ -84,8 +114,25 @@ impl Mech {
 
     fn run(self, cpus: &Cpus, t: Tput) -> Res<f64> {
         let rate = match self {
-            Self::Amp => amp::throughput(cpus, t)?,
+            Self::Amp => amp::throughput(cpus, t, false)?,
             Self::Bare => bare::throughput(cpus, t, bare::Variant::Plain)?,
+            Self::AmpReserve => amp::throughput(cpus, t, true)?,
+            Self::AmpMemcpy => amp::throughput(
+                cpus,
+                Tput {
+                    fill: Fill::Memcpy,
+                    ..t
+                },
+                false,
+            )?,
+            Self::BareMemcpy => bare::throughput(
+                cpus,
+                Tput {
+                    fill: Fill::Memcpy,
+                    ..t
+                },
+                bare::Variant::Plain,
+            )?,
             Self::BareStride8 => bare::throughput(cpus, t, bare::Variant::Stride8)?,
             Self::BareFence => bare::throughput(cpus, t, bare::Variant::Fence)?,
             Self::Pipe => baselines::stream_throughput(cpus, Stream::Pipe, t)?,
@@ -473,7 +520,7 @@ fn report(plan: &Plan, cpus: &Cpus, r: &Results) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "One-way throughput, child → parent, every record checked (seq stamped at both ends)."
+        "One-way throughput, child → parent, every word of every record checked (word i = seq + i)."
     );
     let _ = writeln!(out);
     let _ = writeln!(
@@ -620,8 +667,16 @@ fn run() -> Res<()> {
                     let count = (mech.count(size, batch) / plan.scale).max(1000);
                     let what = format!("{} {size} B batch {batch}", mech.label());
                     let (rate, disturbed) = measure(&plan, &mut results, &what, || {
-                        mech.run(&cpus, Tput { size, batch, count })
-                            .map_err(|e| format!("{what}: {e}").into())
+                        mech.run(
+                            &cpus,
+                            Tput {
+                                size,
+                                batch,
+                                count,
+                                fill: Fill::Words,
+                            },
+                        )
+                        .map_err(|e| format!("{what}: {e}").into())
                     })?;
                     eprintln!(
                         "  rep {rep}/{}: {:<20} {size:>4} B batch {batch:>2}: {:>8.2} M msg/s",

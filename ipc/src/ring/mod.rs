@@ -64,7 +64,7 @@ use std::sync::Arc;
 use amp_shm_layout::{check_ring, LayoutError, RecordHeader, RECORD_HEADER_SIZE};
 
 pub use consumer::{Consumer, Record};
-pub use producer::{Producer, ProducerStats, Reservation};
+pub use producer::{Producer, ProducerStats, Reservation, Written};
 
 use crate::sync::RingHeader;
 
@@ -310,21 +310,23 @@ impl RingMem {
         self.capacity - 1
     }
 
-    /// Reads the record header at region offset `off` (8-aligned, `off + 8 <= capacity`).
+    /// Reads the record header at region offset `off` (8-aligned, `off + 8 <= capacity`) with
+    /// one 8-byte load.
     #[inline]
     fn read_record_header(&self, off: u64) -> RecordHeader {
         debug_assert!(off % 8 == 0 && off + RECORD_HEADER_SIZE as u64 <= self.capacity);
         // SAFETY: `off` is 8-aligned and `off + 8 <= capacity` (callers mask an 8-aligned index),
-        // so the 8 bytes are inside the region and aligned for RecordHeader (align 4). A volatile
-        // read copies the bytes once: the value may be garbage if the peer misbehaves, but it is
-        // a plain-old-data value that every bit pattern inhabits, and it is validated before use.
-        unsafe {
+        // and the region starts 8-aligned, so the 8 bytes are inside the region and aligned for
+        // u64. A volatile read copies them once: the value may be garbage if the peer misbehaves,
+        // but every bit pattern is a valid u64, and the header is validated before use.
+        let word = unsafe {
             self.data
                 .as_ptr()
                 .add(off as usize)
-                .cast::<RecordHeader>()
+                .cast::<u64>()
                 .read_volatile()
-        }
+        };
+        RecordHeader::from_word(word)
     }
 
     /// Writes a record header at region offset `off` (8-aligned, `off + 8 <= capacity`).
@@ -333,13 +335,25 @@ impl RingMem {
         debug_assert!(off % 8 == 0 && off + RECORD_HEADER_SIZE as u64 <= self.capacity);
         // SAFETY: in bounds and aligned as in `read_record_header`; the producer owns this range
         // (it is beyond the published head and within `capacity` of the released tail).
-        unsafe {
-            self.data
-                .as_ptr()
-                .add(off as usize)
-                .cast::<RecordHeader>()
-                .write_volatile(header)
-        }
+        unsafe { write_header_word(self.data, off, header) }
+    }
+}
+
+/// Writes `header` at region offset `off` of the data region starting at `data`, as one 8-byte
+/// store (a record costs the producer one store for its header, not one per field).
+///
+/// # Safety
+/// `data` must be 8-aligned, and the 8 bytes at `off` (8-aligned) inside the region, in space this
+/// producer owns: reserved, not yet published.
+#[inline]
+pub(crate) unsafe fn write_header_word(data: NonNull<u8>, off: u64, header: RecordHeader) {
+    // SAFETY: the caller guarantees that the 8 bytes at `off` are in bounds, aligned for u64 and
+    // owned by this producer.
+    unsafe {
+        data.as_ptr()
+            .add(off as usize)
+            .cast::<u64>()
+            .write_volatile(header.to_word());
     }
 }
 

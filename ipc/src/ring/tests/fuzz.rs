@@ -422,6 +422,11 @@ enum ProducerEv {
         finish: u8,
     },
     Publish,
+    /// `write_many` of `n` records of `frac/65536` of `max_record + 1` bytes.
+    WriteMany {
+        n: u8,
+        frac: u16,
+    },
     /// The consumer stores a new tail relative to the shared head.
     SetTail(IndexSel),
     SetSleeping(u32),
@@ -433,6 +438,7 @@ fn producer_ev(cap: u64) -> impl Strategy<Value = ProducerEv> {
     prop_oneof![
         8 => (any::<u16>(), 1u16..=u16::MAX, 0u8..4).prop_map(|(frac, tag, finish)| ProducerEv::Reserve { frac, tag, finish }),
         3 => Just(ProducerEv::Publish),
+        3 => (0u8..=24, any::<u16>()).prop_map(|(n, frac)| ProducerEv::WriteMany { n, frac }),
         3 => tail_sel(cap).prop_map(ProducerEv::SetTail),
         1 => prop_oneof![Just(0u32), any::<u32>()].prop_map(ProducerEv::SetSleeping),
         1 => index(cap).prop_map(ProducerEv::SetHead),
@@ -542,6 +548,37 @@ proptest! {
                         let now = shm.head();
                         prop_assert!(now > published && now % 8 == 0, "published head {} after {}", now, published);
                         published = now;
+                    }
+                }
+                ProducerEv::WriteMany { n, frac } => {
+                    let len = usize::from(frac) * (max as usize + 1) / 65536;
+                    let pending = tx.unpublished_bytes();
+                    let got = tx.write_many(usize::from(n), len, 7, |_, buf| {
+                        // Every buffer handed out lies inside the data region, after a header.
+                        let start = buf.as_ptr() as usize;
+                        assert!(start >= region.start + RECORD_HEADER_SIZE && start + buf.len() <= region.end);
+                        buf.fill(0x3C);
+                        buf.len()
+                    });
+                    match got {
+                        Ok(w) => {
+                            prop_assert!(poisoned.is_none(), "write_many succeeded on a poisoned producer");
+                            prop_assert!(w.records <= usize::from(n));
+                            // Whatever it wrote is published (also when it stopped at Full).
+                            prop_assert_eq!(tx.unpublished_bytes(), 0);
+                            if w.records > 0 || pending > 0 {
+                                let now = shm.head();
+                                prop_assert!(now > published && now % 8 == 0, "published head {} after {}", now, published);
+                                published = now;
+                            }
+                        }
+                        Err(RingError::Corrupt(c)) => {
+                            if let Some(p) = poisoned {
+                                prop_assert_eq!(p, c, "a poisoned producer reports its first corruption");
+                            }
+                            poisoned = Some(c);
+                        }
+                        Err(e) => prop_assert!(false, "write_many({}, {}) returned {:?}", n, len, e),
                     }
                 }
                 ProducerEv::SetTail(ref sel) => shm.set_tail(sel.resolve(published, 0, &[], cap)),

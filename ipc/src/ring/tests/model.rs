@@ -68,6 +68,14 @@ enum Op {
     /// Push records of this length until `Full`, publish, drain the consumer completely, release,
     /// and retry: the retry must succeed.
     FillDrain(Len),
+    /// `Producer::write_many` of `n` records, each filled with `frac / 256` of its length (above
+    /// 1: clamped by the ring).
+    WriteMany {
+        n: u8,
+        len: Len,
+        tag: u16,
+        frac: u16,
+    },
 }
 
 fn len_strategy() -> impl Strategy<Value = Len> {
@@ -88,6 +96,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ];
     // Tag 0 is invalid (InvalidTag); the rest are valid data tags.
     let tag = prop_oneof![1 => Just(0u16), 20 => 1u16..=u16::MAX];
+    let tag2 = prop_oneof![1 => Just(0u16), 20 => 1u16..=u16::MAX];
     prop_oneof![
         12 => (len_strategy(), tag, finish).prop_map(|(len, tag, finish)| Op::Reserve { len, tag, finish }),
         4 => Just(Op::Publish),
@@ -97,6 +106,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::FinishSleep),
         1 => Just(Op::HasData),
         1 => len_strategy().prop_map(Op::FillDrain),
+        4 => (0u8..=40, len_strategy(), tag2, 0u16..=320)
+            .prop_map(|(n, len, tag, frac)| Op::WriteMany { n, len, tag, frac }),
     ]
 }
 
@@ -430,6 +441,59 @@ impl Harness {
         Ok(())
     }
 
+    /// One `write_many`, checked against the model: the records, padding, `Full` stop, publish
+    /// and wakeup decision are those of `n` reservations followed by a publish.
+    fn write_many(&mut self, n: usize, len: usize, tag: u16, frac: u16) {
+        let asked = len.saturating_mul(usize::from(frac)) / 256;
+        if let Expect::Err(e @ (RingError::InvalidTag | RingError::TooLarge { .. })) =
+            self.m.expect_reserve(len, tag)
+        {
+            let got = self
+                .tx
+                .write_many(n, len, tag, |_, _| unreachable!("nothing is written"));
+            assert_eq!(got, Err(e), "write_many({n}, {len}, {tag}) error");
+            return;
+        }
+        let kept = asked.min(len);
+        let base = self.m.next_seq;
+        let mut records = 0;
+        for _ in 0..n {
+            match self.m.expect_reserve(len, tag) {
+                Expect::Ok { pad } => {
+                    if let Some(size) = pad {
+                        self.m.pad(size);
+                    }
+                    self.m.commit(tag, kept as u32);
+                    records += 1;
+                }
+                Expect::Err(RingError::Full { .. }) => {
+                    // Stops, with everything committed published.
+                    self.m.publish_pending();
+                    break;
+                }
+                Expect::Err(e) => panic!("model: unexpected {e} inside write_many"),
+            }
+        }
+        let wake = self.m.publish();
+        let region = self.shm.region();
+        let got = self
+            .tx
+            .write_many(n, len, tag, |i, buf| {
+                assert_eq!(buf.len(), len, "write_many hands out `len` bytes");
+                let start = buf.as_ptr() as usize;
+                assert!(start >= region.start && start + len <= region.end);
+                buf[..kept].copy_from_slice(&payload(base + i as u64, kept));
+                buf[kept..].fill(0xA5);
+                asked
+            })
+            .expect("an honest consumer never corrupts the ring");
+        assert_eq!(
+            got,
+            Written { records, wake },
+            "write_many({n}, {len}, {tag}): records written and wakeup"
+        );
+    }
+
     fn publish(&mut self) {
         assert_eq!(
             self.tx.publish(),
@@ -499,6 +563,10 @@ impl Harness {
             }
             Op::HasData => assert_eq!(self.rx.has_data().unwrap(), self.m.has_data(), "has_data"),
             Op::FillDrain(len) => self.fill_drain(len.resolve(self.m.max).min(self.m.max as usize)),
+            Op::WriteMany { n, len, tag, frac } => {
+                let len = len.resolve(self.m.max);
+                self.write_many(usize::from(*n), len, *tag, *frac);
+            }
         }
         self.check_state();
     }
