@@ -282,6 +282,23 @@ impl Receiver {
         self.consumer.prepare_sleep()
     }
 
+    /// For event loops with several rings: the first step of [`prepare_sleep`](Self::prepare_sleep)
+    /// ([`Consumer::announce_sleep`]). After it on every ring: one
+    /// [`crate::ring::sleep_barrier`], then [`recheck_sleep`](Self::recheck_sleep) on each.
+    /// `true`: data is known, do not block.
+    pub fn announce_sleep(&mut self) -> bool {
+        self.consumer.announce_sleep()
+    }
+
+    /// The last step of [`prepare_sleep`](Self::prepare_sleep) ([`Consumer::recheck_sleep`]).
+    /// `Ok(true)`: data arrived, do not block.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`].
+    pub fn recheck_sleep(&mut self) -> Result<bool, RingError> {
+        self.consumer.recheck_sleep()
+    }
+
     /// For event loops: after the poll returned, clears the sleeping flag and drains the
     /// doorbell.
     ///

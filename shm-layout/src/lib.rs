@@ -41,8 +41,14 @@ pub const MAGIC: u32 = u32::from_be_bytes(*b"AMP1");
 
 /// The layout version in the low 32 bits of [`SegmentHeader::magic_version`].
 ///
-/// Bump it on any change to the bytes described in this crate.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bump it on any change to the bytes described in this crate, or to the protocol over them.
+///
+/// - 1: first layout.
+/// - 2: the sleep/wake handshake's barrier may be asymmetric: a producer in a process registered
+///   for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` publishes without a SeqCst fence, so a
+///   consumer must issue that membarrier before re-checking (`docs/shm-layout.md`). A version-1
+///   consumer would lose wakeups from such a producer; same bytes otherwise.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The word [`SegmentHeader::magic_version`] holds once a segment is fully initialised.
 pub const MAGIC_VERSION: u64 = ((MAGIC as u64) << 32) | LAYOUT_VERSION as u64;
@@ -619,8 +625,16 @@ mod tests {
         assert!(matches!(
             Layout::validate_header(MAGIC_VERSION + 1, &h, l.total_size),
             Err(LayoutError::VersionMismatch {
-                found: 2,
-                expected: 1
+                found,
+                expected: LAYOUT_VERSION
+            }) if found == LAYOUT_VERSION + 1
+        ));
+        // A version-1 peer (symmetric fences only) is refused by a version-2 build.
+        assert!(matches!(
+            Layout::validate_header((u64::from(MAGIC) << 32) | 1, &h, l.total_size),
+            Err(LayoutError::VersionMismatch {
+                found: 1,
+                expected: 2
             })
         ));
         assert!(matches!(

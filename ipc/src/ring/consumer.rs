@@ -273,23 +273,50 @@ impl Consumer {
     /// not block. Returns `Ok(false)` when the caller may block on its eventfd; after waking (or
     /// timing out) it must call [`finish_sleep`](Self::finish_sleep).
     ///
+    /// The same as [`announce_sleep`](Self::announce_sleep), [`sleep_barrier`] and
+    /// [`recheck_sleep`](Self::recheck_sleep); a caller with several rings does the first for
+    /// each, one barrier, then the last for each.
+    ///
     /// # Errors
     /// [`RingError::Corrupt`] if the producer wrote an invalid index (the flag is cleared).
     pub fn prepare_sleep(&mut self) -> Result<bool, RingError> {
+        if self.announce_sleep() {
+            return Ok(true);
+        }
+        if !sleep_barrier() {
+            self.finish_sleep();
+            return Ok(true);
+        }
+        self.recheck_sleep()
+    }
+
+    /// Releases what was read and, unless unread records are already known, publishes the
+    /// sleeping flag. Returns `true` when there is data (no flag published: do not block).
+    /// Follow with [`sleep_barrier`] and [`recheck_sleep`](Self::recheck_sleep).
+    pub fn announce_sleep(&mut self) -> bool {
         self.release();
         if self.tail != self.cached_head {
-            return Ok(true);
+            return true;
         }
         // Odd and nonzero, so it can never read as "awake"; a new value per sleep so the producer
         // wakes each sleep at most once.
         self.epoch = self.epoch.wrapping_add(2) | 1;
-        let flag = &self.mem.header().sleeping.value;
-        // Relaxed: ordered by the fence below.
-        flag.store(self.epoch, Ordering::Relaxed);
-        // SYNC POINT: SeqCst fence pairs with the producer's SeqCst fence in
-        // `Producer::publish_pending` (Dekker): either the producer sees our flag and wakes us, or
-        // the re-check below sees its head.
-        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the SeqCst fence in `sleep_barrier`, which the caller runs next.
+        self.mem
+            .header()
+            .sleeping
+            .value
+            .store(self.epoch, Ordering::Relaxed);
+        false
+    }
+
+    /// After [`announce_sleep`](Self::announce_sleep) returned `false` and [`sleep_barrier`]
+    /// returned `true`: re-checks the ring. `Ok(false)`: the caller may block (then
+    /// [`finish_sleep`](Self::finish_sleep)); `Ok(true)`: data arrived, the flag is cleared.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the producer wrote an invalid index (the flag is cleared).
+    pub fn recheck_sleep(&mut self) -> Result<bool, RingError> {
         match self.has_data() {
             Ok(false) => Ok(false),
             other => {
@@ -302,7 +329,21 @@ impl Consumer {
     /// Second half of sleeping: clears the sleeping flag. Only the consumer clears it.
     pub fn finish_sleep(&mut self) {
         // Relaxed: clearing only suppresses wakeups the producer would send; the next
-        // `prepare_sleep` republishes the flag behind a SeqCst fence.
+        // `announce_sleep` republishes the flag behind `sleep_barrier`.
         self.mem.header().sleeping.value.store(0, Ordering::Relaxed);
     }
+}
+
+/// The barrier between publishing sleeping flags ([`Consumer::announce_sleep`], any number of
+/// rings) and re-checking them ([`Consumer::recheck_sleep`]): a SeqCst fence, then the
+/// cross-process membarrier of `crate::barrier`. Returns `false` if the membarrier failed; the
+/// caller must then not block (clear its flags with [`Consumer::finish_sleep`] and spin).
+#[must_use]
+pub fn sleep_barrier() -> bool {
+    // SYNC POINT: SeqCst fence pairs with the producer's SeqCst fence in
+    // `Producer::publish_pending` (Dekker) when the producer's process uses fences; the
+    // membarrier below pairs with its compiler barrier otherwise (`crate::barrier`). Either way
+    // the producer sees our flag and wakes us, or the re-check sees its head.
+    fence(Ordering::SeqCst);
+    crate::barrier::consumer_barrier()
 }

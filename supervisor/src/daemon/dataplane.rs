@@ -1365,17 +1365,34 @@ impl Daemon {
         self.plane.waiters.retain(|_, w| w.conn != conn);
     }
 
-    /// Consumer rings: publish the sleeping flag on each; `true` if any has data (do not sleep).
+    /// Consumer rings: publish the sleeping flag on each, one barrier for all of them (a SeqCst
+    /// fence and a membarrier, `amp_ipc::barrier`), then re-check each; `true` if any has data
+    /// (do not sleep).
     pub(super) fn prepare_sleep(&mut self) -> bool {
         let mut data = false;
         for u in &mut self.units {
             if let Some(ipc) = u.proc.as_mut().and_then(|p| p.ipc.as_mut()) {
-                data |= ipc.end.completions.prepare_sleep().unwrap_or(true);
+                data |= ipc.end.completions.announce_sleep();
             }
         }
         for (_, c) in &mut self.plane.clients.slab {
             if c.attached {
-                data |= c.end.completions.prepare_sleep().unwrap_or(true);
+                data |= c.end.completions.announce_sleep();
+            }
+        }
+        // Flags published on some rings stay up until the next `finish_sleep`: at worst their
+        // producers ring a doorbell once, which makes the next poll return at once.
+        if data || !amp_ipc::ring::sleep_barrier() {
+            return true;
+        }
+        for u in &mut self.units {
+            if let Some(ipc) = u.proc.as_mut().and_then(|p| p.ipc.as_mut()) {
+                data |= ipc.end.completions.recheck_sleep().unwrap_or(true);
+            }
+        }
+        for (_, c) in &mut self.plane.clients.slab {
+            if c.attached {
+                data |= c.end.completions.recheck_sleep().unwrap_or(true);
             }
         }
         data
