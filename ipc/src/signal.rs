@@ -150,6 +150,12 @@ impl Sender {
         &self.producer
     }
 
+    /// See [`Producer::force_fences`].
+    #[doc(hidden)]
+    pub fn force_fences(&mut self) {
+        self.producer.force_fences();
+    }
+
     /// Reserves a record in place (see [`Producer::reserve`]); commit it, then [`flush`](Self::flush).
     ///
     /// # Errors

@@ -95,6 +95,13 @@ impl Producer {
         })
     }
 
+    /// Publishes with a SeqCst fence from now on, even in a process registered for membarriers
+    /// (`crate::barrier`). For tests that check a consumer against both kinds of producer.
+    #[doc(hidden)]
+    pub fn force_fences(&mut self) {
+        self.skip_fence = false;
+    }
+
     /// Ring capacity in bytes.
     #[must_use]
     pub fn capacity(&self) -> u64 {
