@@ -34,6 +34,10 @@
 //!   on that one command, say), the consumer does not block: it reports "data may be there" and
 //!   spins instead, which can cost CPU but never a wakeup.
 //!
+//! Registration belongs to the process's address space: a child made by `fork` inherits it, as it
+//! inherits this module's cached decision (checked with `MEMBARRIER_CMD_GET_REGISTRATIONS` on
+//! Linux 6.18), and `exec` resets both.
+//!
 //! Under `cfg(loom)` both sides use SeqCst fences: loom cannot model another process's CPU being
 //! interrupted, so the loom tests check the symmetric protocol, and the argument above extends it.
 
