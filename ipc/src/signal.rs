@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::ring::{Consumer, Producer, Record, Reservation, RingError};
+use crate::ring::{Consumer, Producer, Record, Reservation, RingError, SleepBarrier};
 
 /// Default spin window of a consumer that ran dry, in ring checks (~1000 `PAUSE`s ≈ 25 µs on
 /// Zen 4: long enough to cover a prompt reply, short enough not to burn a core when idle).
@@ -273,14 +273,15 @@ impl Receiver {
         if self.consumer.prepare_sleep()? {
             return Ok(true);
         }
-        let woke = self.bell.wait(timeout);
+        let woke = self.bell.wait(crate::barrier::bounded(timeout));
         self.consumer.finish_sleep();
         woke?;
         Ok(self.consumer.has_data()?)
     }
 
     /// For event loops: publishes the sleeping flag and re-checks (see
-    /// [`Consumer::prepare_sleep`]). `Ok(true)`: data arrived, do not block.
+    /// [`Consumer::prepare_sleep`]). `Ok(true)`: data arrived, do not block; `Ok(false)`: block,
+    /// with the timeout capped by [`crate::barrier::bounded`].
     ///
     /// # Errors
     /// [`RingError::Corrupt`].
@@ -301,8 +302,14 @@ impl Receiver {
     ///
     /// # Errors
     /// [`RingError::Corrupt`].
-    pub fn recheck_sleep(&mut self) -> Result<bool, RingError> {
-        self.consumer.recheck_sleep()
+    pub fn recheck_sleep(&mut self, barrier: &SleepBarrier) -> Result<bool, RingError> {
+        self.consumer.recheck_sleep(barrier)
+    }
+
+    /// For event loops that announced a sleep and then decided not to block: clears the
+    /// sleeping flag (the doorbell is not drained).
+    pub fn cancel_sleep(&mut self) {
+        self.consumer.finish_sleep();
     }
 
     /// For event loops: after the poll returned, clears the sleeping flag and drains the

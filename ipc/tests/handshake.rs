@@ -83,6 +83,12 @@ fn ping_pong(child_fences: bool) {
             unsafe { libc::_exit(code) };
         }
         ForkResult::Parent { child } => {
+            // Whatever happens below, the child does not outlive the test and the segment's name
+            // leaves /dev/shm.
+            let mut cleanup = Cleanup {
+                child: Some(child),
+                seg: Arc::clone(&seg),
+            };
             let mut end = SupervisorEnd::new(&seg, tasks_bell, completions_bell).unwrap();
             end.completions.set_spin(0);
             for round in 0..ROUNDS {
@@ -103,6 +109,7 @@ fn ping_pong(child_fences: bool) {
                 assert_eq!(pong, round.to_le_bytes(), "round {round}: wrong reply");
             }
             let status = waitpid(child, None).expect("waitpid");
+            cleanup.child = None;
             assert_eq!(
                 status,
                 WaitStatus::Exited(child, 0),
@@ -114,8 +121,23 @@ fn ping_pong(child_fences: bool) {
                 wakeups > ROUNDS / 2,
                 "only {wakeups} of {ROUNDS} pings had to wake the child"
             );
-            seg.unlink().ok();
         }
+    }
+}
+
+/// Kills and reaps the child if it was not reaped (a failed assertion), and unlinks the segment.
+struct Cleanup {
+    child: Option<nix::unistd::Pid>,
+    seg: Arc<Segment>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(child) = self.child {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        }
+        let _ = self.seg.unlink();
     }
 }
 

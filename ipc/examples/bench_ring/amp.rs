@@ -44,10 +44,20 @@ fn with_segment<T>(seg: &Arc<Segment>, run: impl FnOnce() -> Res<T>) -> Res<T> {
     Ok(value)
 }
 
-/// One-way throughput: the child produces on the completions ring, this process consumes. The
-/// child writes through [`Producer::write_many`], `batch` records per call, or — with
-/// `per_record` — through `reserve`/`commit` per record and `publish` every `batch`.
-pub fn throughput(cpus: &Cpus, t: Tput, per_record: bool) -> Res<Rate> {
+/// How the amp ring's producer writes in a throughput run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// [`Producer::write_many`], `batch` records per call (one publish per call).
+    Many,
+    /// The same, with a SeqCst fence at every publish instead of the asymmetric barrier
+    /// (`Producer::force_fences`): what the membarrier saves.
+    ManyFenced,
+    /// `reserve`/`commit` per record, `publish` every `batch`.
+    PerRecord,
+}
+
+/// One-way throughput: the child produces on the completions ring, this process consumes.
+pub fn throughput(cpus: &Cpus, t: Tput, writer: Writer) -> Res<Rate> {
     let seg = segment(4096, ring_bytes(t.size), t.size as u64)?;
     with_segment(&seg, || {
         run_pair(
@@ -55,7 +65,10 @@ pub fn throughput(cpus: &Cpus, t: Tput, per_record: bool) -> Res<Rate> {
             || {
                 let seg = Arc::new(Segment::open(seg.name())?);
                 let mut producer = link::producer(&seg, RingSide::Completions)?;
-                match (t.fill, per_record) {
+                if writer == Writer::ManyFenced {
+                    producer.force_fences();
+                }
+                match (t.fill, writer == Writer::PerRecord) {
                     (Fill::Words, false) => produce(&mut producer, t, stamp),
                     (Fill::Words, true) => produce_reserve(&mut producer, t),
                     (Fill::Memcpy, _) => {

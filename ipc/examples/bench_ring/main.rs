@@ -38,6 +38,7 @@ use proc::Cpus;
 enum Mech {
     Amp,
     Bare,
+    AmpFenced,
     AmpReserve,
     AmpMemcpy,
     BareMemcpy,
@@ -49,9 +50,10 @@ enum Mech {
 }
 
 impl Mech {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Amp,
         Self::Bare,
+        Self::AmpFenced,
         Self::AmpReserve,
         Self::AmpMemcpy,
         Self::BareMemcpy,
@@ -66,6 +68,7 @@ impl Mech {
         match self {
             Self::Amp => "amp ring (segment)",
             Self::Bare => "bare SPSC ring",
+            Self::AmpFenced => "amp ring, SeqCst fence per publish",
             Self::AmpReserve => "amp ring, reserve/commit per record",
             Self::AmpMemcpy => "amp ring, payload memcpy'd",
             Self::BareMemcpy => "bare ring, payload memcpy'd",
@@ -83,6 +86,7 @@ impl Mech {
             (
                 Self::Amp
                 | Self::Bare
+                | Self::AmpFenced
                 | Self::AmpReserve
                 | Self::AmpMemcpy
                 | Self::BareMemcpy
@@ -94,6 +98,7 @@ impl Mech {
             (
                 Self::Amp
                 | Self::Bare
+                | Self::AmpFenced
                 | Self::AmpReserve
                 | Self::AmpMemcpy
                 | Self::BareMemcpy
@@ -114,16 +119,17 @@ impl Mech {
 
     fn run(self, cpus: &Cpus, t: Tput) -> Res<f64> {
         let rate = match self {
-            Self::Amp => amp::throughput(cpus, t, false)?,
+            Self::Amp => amp::throughput(cpus, t, amp::Writer::Many)?,
+            Self::AmpFenced => amp::throughput(cpus, t, amp::Writer::ManyFenced)?,
             Self::Bare => bare::throughput(cpus, t, bare::Variant::Plain)?,
-            Self::AmpReserve => amp::throughput(cpus, t, true)?,
+            Self::AmpReserve => amp::throughput(cpus, t, amp::Writer::PerRecord)?,
             Self::AmpMemcpy => amp::throughput(
                 cpus,
                 Tput {
                     fill: Fill::Memcpy,
                     ..t
                 },
-                false,
+                amp::Writer::Many,
             )?,
             Self::BareMemcpy => bare::throughput(
                 cpus,

@@ -283,11 +283,8 @@ impl Consumer {
         if self.announce_sleep() {
             return Ok(true);
         }
-        if !sleep_barrier() {
-            self.finish_sleep();
-            return Ok(true);
-        }
-        self.recheck_sleep()
+        let barrier = sleep_barrier();
+        self.recheck_sleep(&barrier)
     }
 
     /// Releases what was read and, unless unread records are already known, publishes the
@@ -310,13 +307,14 @@ impl Consumer {
         false
     }
 
-    /// After [`announce_sleep`](Self::announce_sleep) returned `false` and [`sleep_barrier`]
-    /// returned `true`: re-checks the ring. `Ok(false)`: the caller may block (then
+    /// After [`announce_sleep`](Self::announce_sleep) returned `false`, with the token of a
+    /// [`sleep_barrier`] run after it: re-checks the ring. `Ok(false)`: the caller may block
+    /// (no longer than [`crate::barrier::sleep_bound`]; then
     /// [`finish_sleep`](Self::finish_sleep)); `Ok(true)`: data arrived, the flag is cleared.
     ///
     /// # Errors
     /// [`RingError::Corrupt`] if the producer wrote an invalid index (the flag is cleared).
-    pub fn recheck_sleep(&mut self) -> Result<bool, RingError> {
+    pub fn recheck_sleep(&mut self, _barrier: &SleepBarrier) -> Result<bool, RingError> {
         match self.has_data() {
             Ok(false) => Ok(false),
             other => {
@@ -334,16 +332,22 @@ impl Consumer {
     }
 }
 
+/// Proof that [`sleep_barrier`] ran: [`Consumer::recheck_sleep`] asks for it, so that the
+/// barrier cannot be skipped between publishing a flag and re-checking the ring.
+#[derive(Debug)]
+#[must_use = "pass it to recheck_sleep"]
+pub struct SleepBarrier(());
+
 /// The barrier between publishing sleeping flags ([`Consumer::announce_sleep`], any number of
 /// rings) and re-checking them ([`Consumer::recheck_sleep`]): a SeqCst fence, then the
-/// cross-process membarrier of `crate::barrier`. Returns `false` if the membarrier failed; the
-/// caller must then not block (clear its flags with [`Consumer::finish_sleep`] and spin).
-#[must_use]
-pub fn sleep_barrier() -> bool {
+/// cross-process membarrier of [`crate::barrier`]. If the membarrier cannot be issued, the
+/// process's sleeps become bounded ([`crate::barrier::sleep_bound`]).
+pub fn sleep_barrier() -> SleepBarrier {
     // SYNC POINT: SeqCst fence pairs with the producer's SeqCst fence in
     // `Producer::publish_pending` (Dekker) when the producer's process uses fences; the
     // membarrier below pairs with its compiler barrier otherwise (`crate::barrier`). Either way
     // the producer sees our flag and wakes us, or the re-check sees its head.
     fence(Ordering::SeqCst);
-    crate::barrier::consumer_barrier()
+    crate::barrier::consumer_barrier();
+    SleepBarrier(())
 }

@@ -67,7 +67,7 @@ use std::sync::Arc;
 
 use amp_shm_layout::{check_ring, LayoutError, RecordHeader, RECORD_HEADER_SIZE};
 
-pub use consumer::{sleep_barrier, Consumer, Record};
+pub use consumer::{sleep_barrier, Consumer, Record, SleepBarrier};
 pub use producer::{Producer, ProducerStats, Reservation, Written};
 
 use crate::sync::RingHeader;

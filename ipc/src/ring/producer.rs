@@ -270,7 +270,10 @@ impl Producer {
     /// (`docs/benchmarks.md`, "Ring").
     ///
     /// Stops early, with what it wrote published, when the ring is full; returns how many records
-    /// it wrote and whether the consumer must be woken.
+    /// it wrote and whether the consumer must be woken. If `fill` panics, the record it was
+    /// filling is abandoned, and so are the ones written since the last time this call had to
+    /// look for room (the others stay committed and go out with the next publish); no record is
+    /// ever published half-written.
     ///
     /// ```
     /// use amp_ipc::ring;
@@ -326,7 +329,11 @@ impl Producer {
                 match self.make_room_cold(footprint) {
                     Ok(at) => off = at,
                     Err(RingError::Full { .. }) => break,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // Corrupt: what was written is committed (`head` was handed over above).
+                        self.stats.records += written as u64;
+                        return Err(e);
+                    }
                 }
                 head = self.head;
                 limit = self.cached_tail + self.mem.capacity;

@@ -1367,35 +1367,45 @@ impl Daemon {
 
     /// Consumer rings: publish the sleeping flag on each, one barrier for all of them (a SeqCst
     /// fence and a membarrier, `amp_ipc::barrier`), then re-check each; `true` if any has data
-    /// (do not sleep).
+    /// (do not sleep: the flags are taken down again). No ring, no barrier.
     pub(super) fn prepare_sleep(&mut self) -> bool {
         let mut data = false;
-        for u in &mut self.units {
-            if let Some(ipc) = u.proc.as_mut().and_then(|p| p.ipc.as_mut()) {
-                data |= ipc.end.completions.announce_sleep();
-            }
+        let mut announced = 0;
+        for r in self.sleep_rings() {
+            data |= r.announce_sleep();
+            announced += 1;
         }
-        for (_, c) in &mut self.plane.clients.slab {
-            if c.attached {
-                data |= c.end.completions.announce_sleep();
+        if data {
+            for r in self.sleep_rings() {
+                r.cancel_sleep();
             }
-        }
-        // Flags published on some rings stay up until the next `finish_sleep`: at worst their
-        // producers ring a doorbell once, which makes the next poll return at once.
-        if data || !amp_ipc::ring::sleep_barrier() {
             return true;
         }
-        for u in &mut self.units {
-            if let Some(ipc) = u.proc.as_mut().and_then(|p| p.ipc.as_mut()) {
-                data |= ipc.end.completions.recheck_sleep().unwrap_or(true);
-            }
+        if announced == 0 {
+            return false;
         }
-        for (_, c) in &mut self.plane.clients.slab {
-            if c.attached {
-                data |= c.end.completions.recheck_sleep().unwrap_or(true);
-            }
+        let barrier = amp_ipc::ring::sleep_barrier();
+        for r in self.sleep_rings() {
+            data |= r.recheck_sleep(&barrier).unwrap_or(true);
         }
         data
+    }
+
+    /// The completions rings ampd consumes: attached workers' and attached clients'.
+    fn sleep_rings(&mut self) -> impl Iterator<Item = &mut amp_ipc::signal::Receiver> {
+        let units = self
+            .units
+            .iter_mut()
+            .filter_map(|u| u.proc.as_mut().and_then(|p| p.ipc.as_mut()))
+            .map(|ipc| &mut ipc.end.completions);
+        let clients = self
+            .plane
+            .clients
+            .slab
+            .iter_mut()
+            .filter(|(_, c)| c.attached)
+            .map(|(_, c)| &mut c.end.completions);
+        units.chain(clients)
     }
 
     /// After the poll: clear the flags and drain the doorbells.

@@ -304,7 +304,10 @@ impl Daemon {
             let spinning = now.saturating_duration_since(self.last_activity) < SPIN_WINDOW;
             let sleeping = !spinning && !self.prepare_sleep();
             let timeout = if sleeping {
-                deadline.saturating_duration_since(now)
+                // Bounded where this process cannot be sure its membarrier reaches the
+                // producers (`amp_ipc::barrier::sleep_bound`; normally no bound).
+                let t = deadline.saturating_duration_since(now);
+                amp_ipc::barrier::sleep_bound().map_or(t, |b| t.min(b))
             } else {
                 Duration::ZERO
             };
