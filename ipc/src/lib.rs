@@ -13,7 +13,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod barrier;
 #[cfg(not(loom))]
 pub mod client;
 pub mod codec;

@@ -150,12 +150,6 @@ impl Sender {
         &self.producer
     }
 
-    /// See [`Producer::force_fences`].
-    #[doc(hidden)]
-    pub fn force_fences(&mut self) {
-        self.producer.force_fences();
-    }
-
     /// Reserves a record in place (see [`Producer::reserve`]); commit it, then [`flush`](Self::flush).
     ///
     /// # Errors
@@ -273,15 +267,14 @@ impl Receiver {
         if self.consumer.prepare_sleep()? {
             return Ok(true);
         }
-        let woke = self.bell.wait(crate::barrier::bounded(timeout));
+        let woke = self.bell.wait(timeout);
         self.consumer.finish_sleep();
         woke?;
         Ok(self.consumer.has_data()?)
     }
 
     /// For event loops: publishes the sleeping flag and re-checks (see
-    /// [`Consumer::prepare_sleep`]). `Ok(true)`: data arrived, do not block; `Ok(false)`: block,
-    /// with the timeout capped by [`crate::barrier::bounded`].
+    /// [`Consumer::prepare_sleep`]). `Ok(true)`: data arrived, do not block.
     ///
     /// # Errors
     /// [`RingError::Corrupt`].

@@ -2,15 +2,9 @@
 //! forked child echoes 20 000 pings, and neither side spins (spin window 0), so every message
 //! meets a consumer that has just published its sleeping flag or is blocked on its eventfd. A
 //! lost wakeup shows as a wait that times out (5 s; a round trip takes ~50 µs), named by round.
-//! This is an end-to-end check of the real processes, syscalls and kernel; it cannot force the
-//! nanosecond-wide interleavings a missing barrier would need (removing both barriers still
-//! passed it three times out of three): the loom model (`scripts/loom`) checks the protocol, and
-//! `amp_ipc::barrier` argues the asymmetric variant.
 //!
-//! Run twice, one after the other in one test (forking while another test thread holds a lock
-//! would hang the child): with both processes publishing through the asymmetric barrier
-//! (`membarrier`, `amp_ipc::barrier`), and with the child's producer kept on SeqCst fences, so
-//! the consumer's barrier is checked against both kinds of producer.
+//! This is an end-to-end check of the real processes, syscalls and kernel; the protocol itself
+//! is checked by the loom model (`scripts/loom`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,14 +22,14 @@ const WAIT: Duration = Duration::from_secs(5);
 const LOST_WAKEUP: i32 = 2;
 const FAILED: i32 = 3;
 
-fn ping_pong(child_fences: bool) {
+fn ping_pong() {
     let cfg = SegmentConfig {
         tasks_capacity: 1 << 12,
         tasks_max_record: 64,
         completions_capacity: 1 << 12,
         completions_max_record: 64,
     };
-    let prefix = format!("amp-hs-{}-{}", std::process::id(), u8::from(child_fences));
+    let prefix = format!("amp-hs-{}", std::process::id());
     let seg = Arc::new(Segment::create(&prefix, &cfg, 1).expect("create segment"));
     let tasks_bell = Doorbell::new().unwrap();
     let completions_bell = Doorbell::new().unwrap();
@@ -56,9 +50,6 @@ fn ping_pong(child_fences: bool) {
                 )
                 .unwrap();
                 end.tasks.set_spin(0);
-                if child_fences {
-                    end.completions.force_fences();
-                }
                 for _ in 0..ROUNDS {
                     let deadline = Instant::now() + WAIT;
                     let ping = loop {
@@ -143,10 +134,5 @@ impl Drop for Cleanup {
 
 #[test]
 fn every_message_wakes_a_sleeping_peer() {
-    // Decided before the first fork, so every child inherits the decision (and, with fork, the
-    // kernel's registration).
-    let asymmetric = amp_ipc::barrier::producer_may_skip_fence();
-    eprintln!("producers skip their fence (membarrier registered): {asymmetric}");
-    ping_pong(false);
-    ping_pong(true);
+    ping_pong();
 }

@@ -42,13 +42,7 @@ pub const MAGIC: u32 = u32::from_be_bytes(*b"AMP1");
 /// The layout version in the low 32 bits of [`SegmentHeader::magic_version`].
 ///
 /// Bump it on any change to the bytes described in this crate, or to the protocol over them.
-///
-/// - 1: first layout.
-/// - 2: the sleep/wake handshake's barrier may be asymmetric: a producer in a process registered
-///   for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` publishes without a SeqCst fence, so a
-///   consumer must issue that membarrier before re-checking (`docs/shm-layout.md`). A version-1
-///   consumer would lose wakeups from such a producer; same bytes otherwise.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// The word [`SegmentHeader::magic_version`] holds once a segment is fully initialised.
 pub const MAGIC_VERSION: u64 = ((MAGIC as u64) << 32) | LAYOUT_VERSION as u64;
@@ -628,14 +622,6 @@ mod tests {
                 found,
                 expected: LAYOUT_VERSION
             }) if found == LAYOUT_VERSION + 1
-        ));
-        // A version-1 peer (symmetric fences only) is refused by a version-2 build.
-        assert!(matches!(
-            Layout::validate_header((u64::from(MAGIC) << 32) | 1, &h, l.total_size),
-            Err(LayoutError::VersionMismatch {
-                found: 1,
-                expected: 2
-            })
         ));
         assert!(matches!(
             Layout::validate_header(1 << 40, &h, l.total_size),

@@ -49,9 +49,6 @@ fn with_segment<T>(seg: &Arc<Segment>, run: impl FnOnce() -> Res<T>) -> Res<T> {
 pub enum Writer {
     /// [`Producer::write_many`], `batch` records per call (one publish per call).
     Many,
-    /// The same, with a SeqCst fence at every publish instead of the asymmetric barrier
-    /// (`Producer::force_fences`): what the membarrier saves.
-    ManyFenced,
     /// `reserve`/`commit` per record, `publish` every `batch`.
     PerRecord,
 }
@@ -65,9 +62,6 @@ pub fn throughput(cpus: &Cpus, t: Tput, writer: Writer) -> Res<Rate> {
             || {
                 let seg = Arc::new(Segment::open(seg.name())?);
                 let mut producer = link::producer(&seg, RingSide::Completions)?;
-                if writer == Writer::ManyFenced {
-                    producer.force_fences();
-                }
                 match (t.fill, writer == Writer::PerRecord) {
                     (Fill::Words, false) => produce(&mut producer, t, stamp),
                     (Fill::Words, true) => produce_reserve(&mut producer, t),

@@ -38,7 +38,6 @@ use proc::Cpus;
 enum Mech {
     Amp,
     Bare,
-    AmpFenced,
     AmpReserve,
     AmpMemcpy,
     BareMemcpy,
@@ -50,10 +49,9 @@ enum Mech {
 }
 
 impl Mech {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 10] = [
         Self::Amp,
         Self::Bare,
-        Self::AmpFenced,
         Self::AmpReserve,
         Self::AmpMemcpy,
         Self::BareMemcpy,
@@ -68,7 +66,6 @@ impl Mech {
         match self {
             Self::Amp => "amp ring (segment)",
             Self::Bare => "bare SPSC ring",
-            Self::AmpFenced => "amp ring, SeqCst fence per publish",
             Self::AmpReserve => "amp ring, reserve/commit per record",
             Self::AmpMemcpy => "amp ring, payload memcpy'd",
             Self::BareMemcpy => "bare ring, payload memcpy'd",
@@ -86,7 +83,6 @@ impl Mech {
             (
                 Self::Amp
                 | Self::Bare
-                | Self::AmpFenced
                 | Self::AmpReserve
                 | Self::AmpMemcpy
                 | Self::BareMemcpy
@@ -98,7 +94,6 @@ impl Mech {
             (
                 Self::Amp
                 | Self::Bare
-                | Self::AmpFenced
                 | Self::AmpReserve
                 | Self::AmpMemcpy
                 | Self::BareMemcpy
@@ -120,7 +115,6 @@ impl Mech {
     fn run(self, cpus: &Cpus, t: Tput) -> Res<f64> {
         let rate = match self {
             Self::Amp => amp::throughput(cpus, t, amp::Writer::Many)?,
-            Self::AmpFenced => amp::throughput(cpus, t, amp::Writer::ManyFenced)?,
             Self::Bare => bare::throughput(cpus, t, bare::Variant::Plain)?,
             Self::AmpReserve => amp::throughput(cpus, t, amp::Writer::PerRecord)?,
             Self::AmpMemcpy => amp::throughput(

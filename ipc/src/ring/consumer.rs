@@ -309,8 +309,8 @@ impl Consumer {
 
     /// After [`announce_sleep`](Self::announce_sleep) returned `false`, with the token of a
     /// [`sleep_barrier`] run after it: re-checks the ring. `Ok(false)`: the caller may block
-    /// (no longer than [`crate::barrier::sleep_bound`]; then
-    /// [`finish_sleep`](Self::finish_sleep)); `Ok(true)`: data arrived, the flag is cleared.
+    /// (then [`finish_sleep`](Self::finish_sleep)); `Ok(true)`: data arrived, the flag is
+    /// cleared.
     ///
     /// # Errors
     /// [`RingError::Corrupt`] if the producer wrote an invalid index (the flag is cleared).
@@ -339,15 +339,12 @@ impl Consumer {
 pub struct SleepBarrier(());
 
 /// The barrier between publishing sleeping flags ([`Consumer::announce_sleep`], any number of
-/// rings) and re-checking them ([`Consumer::recheck_sleep`]): a SeqCst fence, then the
-/// cross-process membarrier of [`crate::barrier`]. If the membarrier cannot be issued, the
-/// process's sleeps become bounded ([`crate::barrier::sleep_bound`]).
+/// rings) and re-checking them ([`Consumer::recheck_sleep`]): a SeqCst fence, one for all the
+/// rings a caller announced.
 pub fn sleep_barrier() -> SleepBarrier {
     // SYNC POINT: SeqCst fence pairs with the producer's SeqCst fence in
-    // `Producer::publish_pending` (Dekker) when the producer's process uses fences; the
-    // membarrier below pairs with its compiler barrier otherwise (`crate::barrier`). Either way
-    // the producer sees our flag and wakes us, or the re-check sees its head.
+    // `Producer::publish_pending` (Dekker): either the producer sees our flag and wakes us, or
+    // the re-check sees its head.
     fence(Ordering::SeqCst);
-    crate::barrier::consumer_barrier();
     SleepBarrier(())
 }

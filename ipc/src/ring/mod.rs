@@ -49,10 +49,6 @@
 //! consumer does not block. Either way a published record is never left behind a sleeping
 //! consumer. Only the consumer (the waiter) clears its flag, after it wakes; the producer
 //! remembers the epoch it last woke and does not write the eventfd twice for one sleep.
-//!
-//! In a process registered for expedited global membarriers, P2 is only a compiler barrier and C2
-//! adds `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which forces a full barrier on the
-//! producer's CPU: the same conclusion, without a fence on every publish ([`crate::barrier`]).
 
 mod consumer;
 #[cfg(all(test, loom))]

@@ -5,8 +5,6 @@ use std::ops::{Deref, DerefMut};
 use amp_shm_layout::{record_footprint, RecordHeader, RECORD_HEADER_SIZE, TAG_PAD};
 
 use super::{Corruption, RingError, RingMem};
-use std::sync::atomic::compiler_fence;
-
 use crate::sync::{fence, Ordering};
 
 /// Counters a producer keeps (process-local; the owner may publish them in the control block).
@@ -47,9 +45,6 @@ pub struct Producer {
     /// A publish done inside `reserve` found the consumer asleep: the next `publish` returns
     /// `true` even if it has nothing new to publish.
     wake_owed: bool,
-    /// This process registered for expedited global membarriers, so the sleep/wake handshake
-    /// needs only a compiler barrier here (`crate::barrier`).
-    skip_fence: bool,
     stats: ProducerStats,
 }
 
@@ -90,16 +85,8 @@ impl Producer {
             last_woken: 0,
             poisoned: None,
             wake_owed: false,
-            skip_fence: crate::barrier::producer_may_skip_fence(),
             stats: ProducerStats::default(),
         })
-    }
-
-    /// Publishes with a SeqCst fence from now on, even in a process registered for membarriers
-    /// (`crate::barrier`). For tests that check a consumer against both kinds of producer.
-    #[doc(hidden)]
-    pub fn force_fences(&mut self) {
-        self.skip_fence = false;
     }
 
     /// Ring capacity in bytes.
@@ -422,18 +409,10 @@ impl Producer {
             .store(self.head, Ordering::Release);
         self.published = self.head;
         self.stats.publishes += 1;
-        if self.skip_fence {
-            // SYNC POINT: pairs with the consumer's membarrier(GLOBAL_EXPEDITED) in
-            // `Consumer::prepare_sleep` (`crate::barrier`): it forces a full barrier on this
-            // registered process, so keeping the compiler from reordering the store of `head`
-            // and the load below is enough.
-            compiler_fence(Ordering::SeqCst);
-        } else {
-            // SYNC POINT: SeqCst fence pairs with the consumer's SeqCst fence in
-            // `Consumer::prepare_sleep` (Dekker): either the consumer's re-check sees our head,
-            // or we see its sleeping flag below.
-            fence(Ordering::SeqCst);
-        }
+        // SYNC POINT: SeqCst fence pairs with the consumer's SeqCst fence in `sleep_barrier`
+        // (Dekker): either the consumer's re-check sees our head, or we see its sleeping flag
+        // below.
+        fence(Ordering::SeqCst);
         // Relaxed: ordered by the fence above (see the handshake in the module docs).
         let epoch = self.mem.header().sleeping.value.load(Ordering::Relaxed);
         if epoch != 0 && epoch != self.last_woken {

@@ -1365,9 +1365,9 @@ impl Daemon {
         self.plane.waiters.retain(|_, w| w.conn != conn);
     }
 
-    /// Consumer rings: publish the sleeping flag on each, one barrier for all of them (a SeqCst
-    /// fence and a membarrier, `amp_ipc::barrier`), then re-check each; `true` if any has data
-    /// (do not sleep: the flags are taken down again). No ring, no barrier.
+    /// Consumer rings: publish the sleeping flag on each, one barrier (a SeqCst fence) for all
+    /// of them, then re-check each; `true` if any has data (do not sleep: the flags are taken
+    /// down again). No ring, no barrier.
     pub(super) fn prepare_sleep(&mut self) -> bool {
         let mut data = false;
         let mut announced = 0;

@@ -304,10 +304,7 @@ impl Daemon {
             let spinning = now.saturating_duration_since(self.last_activity) < SPIN_WINDOW;
             let sleeping = !spinning && !self.prepare_sleep();
             let timeout = if sleeping {
-                // Bounded where this process cannot be sure its membarrier reaches the
-                // producers (`amp_ipc::barrier::sleep_bound`; normally no bound).
-                let t = deadline.saturating_duration_since(now);
-                amp_ipc::barrier::sleep_bound().map_or(t, |b| t.min(b))
+                deadline.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
