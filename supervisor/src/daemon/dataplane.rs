@@ -1388,6 +1388,12 @@ impl Daemon {
         for r in self.sleep_rings() {
             data |= r.recheck_sleep(&barrier).unwrap_or(true);
         }
+        if data {
+            // Not sleeping after all: no producer should ring a doorbell for this round.
+            for r in self.sleep_rings() {
+                r.cancel_sleep();
+            }
+        }
         data
     }
 
