@@ -3,14 +3,12 @@
 //! verifies them — no loss, duplication, reordering or corruption. Eventfd doorbells are used in
 //! both directions, so the sleep/wake handshake is exercised across processes too.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amp_ipc::link::{PeerEnd, SupervisorEnd};
-use amp_ipc::segment::{Segment, SegmentConfig};
-use amp_ipc::signal::Doorbell;
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
+use amp_ipc::segment::SegmentConfig;
+use nix::sys::wait::WaitStatus;
+
+mod common;
 
 const RECORDS: u64 = 10_000_000;
 
@@ -49,108 +47,83 @@ fn ten_million_records_across_processes() {
         completions_max_record: 4096,
     };
     let prefix = format!("amp-xproc-{}", std::process::id());
-    let seg = Arc::new(Segment::create(&prefix, &cfg, 1).expect("create segment"));
-    let tasks_bell = Doorbell::new().unwrap();
-    let completions_bell = Doorbell::new().unwrap();
-    let child_tasks = tasks_bell.try_clone_fd().unwrap();
-    let child_completions = completions_bell.try_clone_fd().unwrap();
-
-    // SAFETY: the child only uses memory and fds set up before the fork and leaves with `_exit`,
-    // never returning into the test harness (other harness threads do not exist in the child).
-    let forked = unsafe { fork() };
-    match forked.expect("fork") {
-        ForkResult::Child => {
-            let code = std::panic::catch_unwind(|| {
-                let opened = Arc::new(Segment::open(seg.name()).expect("child open"));
-                let mut end = PeerEnd::new(
-                    &opened,
-                    Doorbell::from_owned(child_tasks).unwrap(),
-                    Doorbell::from_owned(child_completions).unwrap(),
-                )
-                .unwrap();
-                let mut sizes = 0x1234_5678_u64;
-                let deadline = Instant::now() + Duration::from_secs(120);
-                for seq in 0..RECORDS {
-                    let len = 16 + (next(&mut sizes) % 497) as usize;
-                    loop {
-                        match end.completions.reserve(len, 1 + (seq % 1000) as u16) {
-                            Ok(mut r) => {
-                                fill(&mut r, seq);
-                                r.commit();
-                                break;
-                            }
-                            Err(amp_ipc::ring::RingError::Full { .. }) => {
-                                end.completions.flush().unwrap();
-                                assert!(Instant::now() < deadline, "producer stuck");
-                                std::hint::spin_loop();
-                            }
-                            Err(e) => panic!("{e}"),
-                        }
+    let (mut peer, mut end) = common::fork_peer(&prefix, &cfg, |end| {
+        let mut sizes = 0x1234_5678_u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for seq in 0..RECORDS {
+            let len = 16 + (next(&mut sizes) % 497) as usize;
+            loop {
+                match end.completions.reserve(len, 1 + (seq % 1000) as u16) {
+                    Ok(mut r) => {
+                        fill(&mut r, seq);
+                        r.commit();
+                        break;
                     }
-                    if seq % 32 == 31 {
+                    Err(amp_ipc::ring::RingError::Full { .. }) => {
                         end.completions.flush().unwrap();
+                        assert!(Instant::now() < deadline, "producer stuck");
+                        std::hint::spin_loop();
                     }
+                    Err(e) => panic!("{e}"),
                 }
+            }
+            if seq % 32 == 31 {
                 end.completions.flush().unwrap();
-                // Wait for the parent's "done" ping on the tasks ring so the segment outlives
-                // the reads.
-                end.tasks.wait(Some(Duration::from_secs(60))).unwrap();
-                end.completions.producer().stats().wakeups
-            });
-            let code = match code {
-                Ok(w) if w * 100 < RECORDS => 0,
-                Ok(_) => 2,
-                Err(_) => 1,
-            };
-            // SAFETY: `_exit` is always safe to call; it skips the test harness's cleanup.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            let mut end = SupervisorEnd::new(&seg, tasks_bell, completions_bell).unwrap();
-            let mut sizes = 0x1234_5678_u64;
-            let mut expect = 0u64;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while expect < RECORDS {
-                assert!(Instant::now() < deadline, "consumer stuck at {expect}");
-                let mut progressed = false;
-                while let Some(rec) = end.completions.read().unwrap() {
-                    let d = rec.data();
-                    let len = 16 + (next(&mut sizes) % 497) as usize;
-                    assert_eq!(d.len(), len, "record {expect}: length");
-                    assert_eq!(
-                        rec.tag(),
-                        1 + (expect % 1000) as u16,
-                        "record {expect}: tag"
-                    );
-                    let seq = u64::from_le_bytes(d[0..8].try_into().unwrap());
-                    assert_eq!(seq, expect, "lost, duplicated or reordered record");
-                    let sum = u64::from_le_bytes(d[8..16].try_into().unwrap());
-                    assert_eq!(
-                        sum,
-                        checksum(&d[16..]),
-                        "record {expect}: corrupted payload"
-                    );
-                    expect += 1;
-                    progressed = true;
-                }
-                if !progressed {
-                    end.completions.wait(Some(Duration::from_secs(5))).unwrap();
-                }
             }
-            assert!(
-                end.completions.read().unwrap().is_none(),
-                "extra records after the last"
+        }
+        end.completions.flush().unwrap();
+        // Wait for the parent's "done" ping on the tasks ring so the segment outlives
+        // the reads.
+        end.tasks.wait(Some(Duration::from_secs(60))).unwrap();
+        let wakeups = end.completions.producer().stats().wakeups;
+        // More than 1% of the records needed a wakeup: exit 2.
+        if wakeups * 100 < RECORDS {
+            0
+        } else {
+            2
+        }
+    });
+    let mut sizes = 0x1234_5678_u64;
+    let mut expect = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while expect < RECORDS {
+        assert!(Instant::now() < deadline, "consumer stuck at {expect}");
+        let mut progressed = false;
+        while let Some(rec) = end.completions.read().unwrap() {
+            let d = rec.data();
+            let len = 16 + (next(&mut sizes) % 497) as usize;
+            assert_eq!(d.len(), len, "record {expect}: length");
+            assert_eq!(
+                rec.tag(),
+                1 + (expect % 1000) as u16,
+                "record {expect}: tag"
             );
-            end.tasks.push(1, b"done").unwrap();
-            end.tasks.flush().unwrap();
-            match waitpid(child, None).unwrap() {
-                WaitStatus::Exited(_, 0) => {}
-                WaitStatus::Exited(_, 2) => {
-                    panic!("child sent wakeups for more than 1% of records")
-                }
-                other => panic!("child failed: {other:?}"),
-            }
-            seg.unlink().unwrap();
+            let seq = u64::from_le_bytes(d[0..8].try_into().unwrap());
+            assert_eq!(seq, expect, "lost, duplicated or reordered record");
+            let sum = u64::from_le_bytes(d[8..16].try_into().unwrap());
+            assert_eq!(
+                sum,
+                checksum(&d[16..]),
+                "record {expect}: corrupted payload"
+            );
+            expect += 1;
+            progressed = true;
         }
+        if !progressed {
+            end.completions.wait(Some(Duration::from_secs(5))).unwrap();
+        }
+    }
+    assert!(
+        end.completions.read().unwrap().is_none(),
+        "extra records after the last"
+    );
+    end.tasks.push(1, b"done").unwrap();
+    end.tasks.flush().unwrap();
+    match peer.wait() {
+        WaitStatus::Exited(_, 0) => {}
+        WaitStatus::Exited(_, 2) => {
+            panic!("child sent wakeups for more than 1% of records")
+        }
+        other => panic!("child failed: {other:?}"),
     }
 }

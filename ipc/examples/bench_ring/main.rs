@@ -80,28 +80,6 @@ impl Mech {
     /// Records moved per run in full mode: sized so one run takes roughly 0.2–1 s here.
     fn count(self, size: usize, batch: usize) -> u64 {
         match (self, size > 64, batch > 1) {
-            (
-                Self::Amp
-                | Self::Bare
-                | Self::AmpReserve
-                | Self::AmpMemcpy
-                | Self::BareMemcpy
-                | Self::BareStride8
-                | Self::BareFence,
-                false,
-                _,
-            ) => 10_000_000,
-            (
-                Self::Amp
-                | Self::Bare
-                | Self::AmpReserve
-                | Self::AmpMemcpy
-                | Self::BareMemcpy
-                | Self::BareStride8
-                | Self::BareFence,
-                true,
-                _,
-            ) => 3_000_000,
             (Self::Pipe | Self::Unix, false, false) => 1_000_000,
             (Self::Pipe | Self::Unix, false, true) => 10_000_000,
             (Self::Pipe | Self::Unix, true, false) => 500_000,
@@ -109,6 +87,9 @@ impl Mech {
             (Self::Ipc, false, false) | (Self::Ipc, true, false) => 300_000,
             (Self::Ipc, false, true) => 4_000_000,
             (Self::Ipc, true, true) => 1_000_000,
+            // Every shared-memory ring (amp and bare, all variants).
+            (_, false, _) => 10_000_000,
+            (_, true, _) => 3_000_000,
         }
     }
 

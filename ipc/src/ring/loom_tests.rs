@@ -29,6 +29,25 @@ impl Bell {
     }
 }
 
+/// Reads one record per entry of `sizes`, releasing each: record `i` has `sizes[i]` bytes, all
+/// `i + 1`. Returns the tags.
+fn consume(rx: &mut Consumer, sizes: &[usize]) -> Vec<u16> {
+    let mut tags = Vec::new();
+    while tags.len() < sizes.len() {
+        let i = tags.len();
+        match rx.read().unwrap() {
+            Some(r) => {
+                assert_eq!(r.data().len(), sizes[i]);
+                assert!(r.data().iter().all(|&b| b as usize == i + 1));
+                tags.push(r.tag());
+                rx.release();
+            }
+            None => thread::yield_now(),
+        }
+    }
+    tags
+}
+
 /// Records of sizes that force a padding record and a wrap, through a ring that fills up:
 /// every record arrives once, in order, intact.
 #[test]
@@ -51,19 +70,7 @@ fn loom_order_wrap_full_empty() {
                 let _ = tx.publish();
             }
         });
-        let mut got = 0usize;
-        while got < sizes.len() {
-            match rx.read().unwrap() {
-                Some(r) => {
-                    assert_eq!(r.tag() as usize, got + 1);
-                    assert_eq!(r.data().len(), sizes[got]);
-                    assert!(r.data().iter().all(|&b| b as usize == got + 1));
-                    got += 1;
-                    rx.release();
-                }
-                None => thread::yield_now(),
-            }
-        }
+        assert_eq!(consume(&mut rx, &sizes), [1, 2, 3]);
         p.join().unwrap();
         assert!(rx.read().unwrap().is_none());
     });
@@ -90,18 +97,7 @@ fn loom_write_many_wrap_full() {
                 }
             }
         });
-        let mut got = 0usize;
-        while got < 3 {
-            match rx.read().unwrap() {
-                Some(r) => {
-                    assert_eq!(r.data().len(), 100);
-                    assert!(r.data().iter().all(|&b| b as usize == got + 1));
-                    got += 1;
-                    rx.release();
-                }
-                None => thread::yield_now(),
-            }
-        }
+        assert_eq!(consume(&mut rx, &[100; 3]), [1, 1, 1]);
         p.join().unwrap();
         assert!(rx.read().unwrap().is_none());
     });

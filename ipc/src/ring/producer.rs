@@ -159,17 +159,7 @@ impl Producer {
     /// consumer can free space); [`RingError::Corrupt`] if the consumer wrote an invalid index.
     #[inline]
     pub fn reserve(&mut self, len: usize, tag: u16) -> Result<Reservation<'_>, RingError> {
-        if let Some(c) = self.poisoned {
-            return Err(RingError::Corrupt(c));
-        }
-        if tag == 0 {
-            return Err(RingError::InvalidTag);
-        }
-        let max = self.mem.max_record;
-        let len32 = match u32::try_from(len) {
-            Ok(l) if l <= max => l,
-            _ => return Err(RingError::TooLarge { len, max }),
-        };
+        let len32 = self.check_record(len, tag)?;
         let off = self.make_room(record_footprint(len32))?;
         // The header goes first, with the full length (`commit_len` rewrites it if the record
         // ends up shorter), so that the record's bytes are written in address order: on this
@@ -188,6 +178,23 @@ impl Producer {
             len: len32,
             tag,
         })
+    }
+
+    /// The checks every record passes before any byte is written: the producer is not poisoned,
+    /// the tag is a data tag, the length fits `max_record`. Returns the length as `u32`.
+    #[inline]
+    fn check_record(&self, len: usize, tag: u16) -> Result<u32, RingError> {
+        if let Some(c) = self.poisoned {
+            return Err(RingError::Corrupt(c));
+        }
+        if tag == 0 {
+            return Err(RingError::InvalidTag);
+        }
+        let max = self.mem.max_record;
+        match u32::try_from(len) {
+            Ok(l) if l <= max => Ok(l),
+            _ => Err(RingError::TooLarge { len, max }),
+        }
     }
 
     /// Finds room for a record of `footprint` bytes at `head`: reloads the consumer's index when
@@ -290,17 +297,7 @@ impl Producer {
     where
         F: FnMut(usize, &mut [u8]) -> usize,
     {
-        if let Some(c) = self.poisoned {
-            return Err(RingError::Corrupt(c));
-        }
-        if tag == 0 {
-            return Err(RingError::InvalidTag);
-        }
-        let max = self.mem.max_record;
-        let len32 = match u32::try_from(len) {
-            Ok(l) if l <= max => l,
-            _ => return Err(RingError::TooLarge { len, max }),
-        };
+        let len32 = self.check_record(len, tag)?;
         let footprint = record_footprint(len32);
         let data = self.mem.data;
         let mask = self.mem.mask();

@@ -38,7 +38,7 @@ mod real;
 use amp_supervisor::adapt::sim::scenario::{
     compare, headline_p99, hetero_burst_degrade, report, summary, variant, ScenarioRun, POLICIES,
 };
-use amp_supervisor::adapt::sim::SimPolicy;
+use amp_supervisor::adapt::sim::{SimConfig, SimPolicy};
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use std::time::Instant;
@@ -107,19 +107,7 @@ fn main() -> Result<()> {
         args.seed,
         base.capacity()
     );
-    println!(
-        "# phases: {}",
-        base.phases
-            .iter()
-            .map(|p| format!(
-                "{} {:.1} s at {:.0} %",
-                p.name,
-                p.duration.as_secs_f64(),
-                p.load * 100.0
-            ))
-            .collect::<Vec<_>>()
-            .join(" → ")
-    );
+    println!("# phases: {}", phases_line(&base));
     let runs = compare(&base);
     println!();
     print!("{}", report(&runs));
@@ -221,19 +209,7 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
         base.capacity(),
         bins.display()
     );
-    println!(
-        "# phases: {}",
-        base.phases
-            .iter()
-            .map(|p| format!(
-                "{} {:.1} s at {:.0} %",
-                p.name,
-                p.duration.as_secs_f64(),
-                p.load * 100.0
-            ))
-            .collect::<Vec<_>>()
-            .join(" → ")
-    );
+    println!("# phases: {}", phases_line(&base));
     let mut runs = Vec::new();
     for adaptive in [false, true] {
         for p in POLICIES {
@@ -342,4 +318,20 @@ fn real_runs(args: &Args, quick: bool) -> Result<()> {
     eprintln!("# took {:.1} s", started.elapsed().as_secs_f64());
     println!("{}", headline(&runs));
     Ok(())
+}
+
+/// The scenario's phases in one line: name, length and load of each.
+fn phases_line(cfg: &SimConfig) -> String {
+    cfg.phases
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:.1} s at {:.0} %",
+                p.name,
+                p.duration.as_secs_f64(),
+                p.load * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
 }

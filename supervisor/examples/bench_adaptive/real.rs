@@ -44,6 +44,18 @@ struct Arrival {
     fail_first: bool,
 }
 
+/// Start and end of each phase, from the start of the run.
+fn phase_bounds(cfg: &SimConfig) -> Vec<(Duration, Duration)> {
+    cfg.phases
+        .iter()
+        .scan(Duration::ZERO, |t, p| {
+            let s = *t;
+            *t += p.duration;
+            Some((s, *t))
+        })
+        .collect()
+}
+
 /// The open-loop arrival plan of `cfg`: the simulator's own draws, in its order, so that the
 /// simulated oracle runs on exactly these tasks. Poisson arrivals at `load × capacity` per phase
 /// (the memoryless draw restarts at a phase boundary), each arrival drawing its class and size
@@ -62,15 +74,7 @@ fn plan(cfg: &SimConfig) -> Vec<Arrival> {
         let u: f64 = 1.0 - rng.random::<f64>();
         (wl.batch_min.as_secs_f64() * u.powf(-1.0 / wl.batch_alpha)).min(wl.batch_cap.as_secs_f64())
     };
-    let bounds: Vec<(Duration, Duration)> = cfg
-        .phases
-        .iter()
-        .scan(Duration::ZERO, |t, p| {
-            let s = *t;
-            *t += p.duration;
-            Some((s, *t))
-        })
-        .collect();
+    let bounds = phase_bounds(cfg);
     let total = bounds.last().map_or(Duration::ZERO, |b| b.1);
     let phase_of = |t: Duration| bounds.iter().position(|&(s, e)| t >= s && t < e);
     // The simulator's `next_arrival`.
@@ -379,15 +383,7 @@ pub fn run(
     let daemon = Daemon::start(bins, &cfg_path, &dir.join("ampd.log"), units)?;
     let mut client = Client::connect(&daemon.socket).context("attaching to ampd")?;
     let arrivals = plan(cfg);
-    let bounds: Vec<(Duration, Duration)> = cfg
-        .phases
-        .iter()
-        .scan(Duration::ZERO, |t, p| {
-            let s = *t;
-            *t += p.duration;
-            Some((s, *t))
-        })
-        .collect();
+    let bounds = phase_bounds(cfg);
     let arrivals_end = bounds.last().map_or(Duration::ZERO, |b| b.1);
 
     let start = Instant::now();

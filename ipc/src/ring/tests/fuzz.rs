@@ -445,6 +445,19 @@ fn producer_ev(cap: u64) -> impl Strategy<Value = ProducerEv> {
     ]
 }
 
+/// After a publish that had something to publish: the shared head moved forward, 8-aligned.
+fn check_published(shm: &Shm, published: &mut u64) -> Result<(), TestCaseError> {
+    let now = shm.head();
+    prop_assert!(
+        now > *published && now % 8 == 0,
+        "published head {} after {}",
+        now,
+        *published
+    );
+    *published = now;
+    Ok(())
+}
+
 /// Producer attach indices: anything (often refused), or a plausible pair. Heads are kept below
 /// 2^62: see [`producer_attached_near_the_index_limit_overflows`] for what happens above.
 fn producer_attach(cap: u64) -> impl Strategy<Value = (u64, u64)> {
@@ -525,9 +538,7 @@ proptest! {
                             // Full publishes what was pending.
                             prop_assert_eq!(tx.unpublished_bytes(), 0);
                             if pending > 0 {
-                                let now = shm.head();
-                                prop_assert!(now > published && now % 8 == 0, "published head {} after {}", now, published);
-                                published = now;
+                                check_published(&shm, &mut published)?;
                             }
                         }
                         Err(RingError::Corrupt(c)) => {
@@ -545,9 +556,7 @@ proptest! {
                     let _ = tx.publish();
                     prop_assert_eq!(tx.unpublished_bytes(), 0);
                     if pending > 0 {
-                        let now = shm.head();
-                        prop_assert!(now > published && now % 8 == 0, "published head {} after {}", now, published);
-                        published = now;
+                        check_published(&shm, &mut published)?;
                     }
                 }
                 ProducerEv::WriteMany { n, frac } => {
@@ -567,9 +576,7 @@ proptest! {
                             // Whatever it wrote is published (also when it stopped at Full).
                             prop_assert_eq!(tx.unpublished_bytes(), 0);
                             if w.records > 0 || pending > 0 {
-                                let now = shm.head();
-                                prop_assert!(now > published && now % 8 == 0, "published head {} after {}", now, published);
-                                published = now;
+                                check_published(&shm, &mut published)?;
                             }
                         }
                         Err(RingError::Corrupt(c)) => {
