@@ -53,9 +53,30 @@ pub enum Writer {
     PerRecord,
 }
 
+/// What a throughput run's record size counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footprint {
+    /// The payload: each record is the size plus its 8-byte header.
+    Payload,
+    /// The whole record, header included.
+    Record,
+}
+
 /// One-way throughput: the child produces on the completions ring, this process consumes.
-pub fn throughput(cpus: &Cpus, t: Tput, writer: Writer) -> Res<Rate> {
-    let seg = segment(4096, ring_bytes(t.size), t.size as u64)?;
+///
+/// `footprint`: [`Footprint::Payload`] — `t.size` payload bytes per record (the ring moves
+/// `t.size + 8`); [`Footprint::Record`] — `t.size` bytes per record, header included (payload
+/// `t.size - 8`), the same bytes per message as the bare ring's `t.size`-byte slots.
+pub fn throughput(cpus: &Cpus, t: Tput, writer: Writer, footprint: Footprint) -> Res<Rate> {
+    let ring = ring_bytes(t.size);
+    let t = match footprint {
+        Footprint::Payload => t,
+        Footprint::Record => Tput {
+            size: t.size - amp_shm_layout::RECORD_HEADER_SIZE,
+            ..t
+        },
+    };
+    let seg = segment(4096, ring, t.size as u64)?;
     with_segment(&seg, || {
         run_pair(
             cpus,
@@ -73,23 +94,24 @@ pub fn throughput(cpus: &Cpus, t: Tput, writer: Writer) -> Res<Rate> {
             },
             || {
                 let mut c = link::consumer(&seg, RingSide::Completions)?;
-                c.set_release_every(t.batch as u32);
                 let mut clock = Clock::default();
                 let mut seq = 0;
+                let mut ok = true;
                 while seq < t.count {
-                    match c.read()? {
-                        Some(rec) => {
-                            if !t.fill.check(rec.data(), seq) {
-                                return Err(format!("amp ring: record {seq} is wrong").into());
-                            }
-                            seq += 1;
-                            clock.mark(seq);
-                        }
-                        None => {
-                            // Empty: hand back what was read (like the bare ring does).
-                            c.release();
-                            std::hint::spin_loop();
-                        }
+                    // Everything published, `batch` records at most (the bare ring releases every
+                    // `batch` too); `read_batch` releases before returning.
+                    let n = c.read_batch(t.batch, |rec| {
+                        ok = t.fill.check(rec.data(), seq);
+                        seq += u64::from(ok);
+                        ok
+                    })?;
+                    if !ok {
+                        return Err(format!("amp ring: record {seq} is wrong").into());
+                    }
+                    if n == 0 {
+                        std::hint::spin_loop();
+                    } else {
+                        clock.mark(seq);
                     }
                 }
                 clock.finish(seq)

@@ -29,6 +29,7 @@ mod proc;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use amp::Footprint;
 use baselines::Stream;
 use common::{median, Fill, Latency, Res, Tput};
 use proc::Cpus;
@@ -38,6 +39,7 @@ use proc::Cpus;
 enum Mech {
     Amp,
     Bare,
+    AmpRecord,
     AmpReserve,
     AmpMemcpy,
     BareMemcpy,
@@ -49,9 +51,10 @@ enum Mech {
 }
 
 impl Mech {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Amp,
         Self::Bare,
+        Self::AmpRecord,
         Self::AmpReserve,
         Self::AmpMemcpy,
         Self::BareMemcpy,
@@ -66,6 +69,7 @@ impl Mech {
         match self {
             Self::Amp => "amp ring (segment)",
             Self::Bare => "bare SPSC ring",
+            Self::AmpRecord => "amp ring, record = slot (8 B header + payload)",
             Self::AmpReserve => "amp ring, reserve/commit per record",
             Self::AmpMemcpy => "amp ring, payload memcpy'd",
             Self::BareMemcpy => "bare ring, payload memcpy'd",
@@ -95,9 +99,12 @@ impl Mech {
 
     fn run(self, cpus: &Cpus, t: Tput) -> Res<f64> {
         let rate = match self {
-            Self::Amp => amp::throughput(cpus, t, amp::Writer::Many)?,
+            Self::Amp => amp::throughput(cpus, t, amp::Writer::Many, Footprint::Payload)?,
+            Self::AmpRecord => amp::throughput(cpus, t, amp::Writer::Many, Footprint::Record)?,
             Self::Bare => bare::throughput(cpus, t, bare::Variant::Plain)?,
-            Self::AmpReserve => amp::throughput(cpus, t, amp::Writer::PerRecord)?,
+            Self::AmpReserve => {
+                amp::throughput(cpus, t, amp::Writer::PerRecord, Footprint::Payload)?
+            }
             Self::AmpMemcpy => amp::throughput(
                 cpus,
                 Tput {
@@ -105,6 +112,7 @@ impl Mech {
                     ..t
                 },
                 amp::Writer::Many,
+                Footprint::Payload,
             )?,
             Self::BareMemcpy => bare::throughput(
                 cpus,

@@ -51,6 +51,20 @@ impl<'a> Record<'a> {
     }
 }
 
+/// What [`Consumer::step`] found at an index.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Padding to the end of the region, `footprint` bytes.
+    Padding { footprint: u64 },
+    /// A record: payload at `off + 8`, `len` bytes.
+    Record {
+        off: u64,
+        len: usize,
+        tag: u16,
+        footprint: u64,
+    },
+}
+
 impl Consumer {
     /// Attaches a consumer to ring memory, picking up the indices found there.
     pub(crate) fn new(mem: RingMem) -> Result<Self, RingError> {
@@ -177,75 +191,163 @@ impl Consumer {
                     return Ok(None);
                 }
             }
-            let at = self.tail;
-            let off = at & self.mem.mask();
-            let available = self.cached_head - at;
-            // `at` and `cached_head` are 8-aligned and differ, so at least 8 bytes are published
-            // and `off + 8 <= capacity` (capacity is a multiple of 8).
-            let hdr = self.mem.read_record_header(off);
-            let to_end = self.mem.capacity - off;
-            if hdr.tag == TAG_PAD {
-                let expected = (to_end - RECORD_HEADER_SIZE as u64) as u32;
-                if hdr.len != expected {
-                    return Err(self.poison(Corruption::BadPadding {
-                        at,
-                        len: hdr.len,
-                        expected,
-                    }));
+            match self.step(self.tail, self.cached_head) {
+                Ok(Step::Padding { footprint }) => self.tail += footprint,
+                Ok(Step::Record {
+                    off,
+                    len,
+                    tag,
+                    footprint,
+                }) => {
+                    self.tail += footprint;
+                    self.unreleased += 1;
+                    self.records += 1;
+                    // SAFETY: `step` checked `off + 8 + len <= capacity` and that the record lies
+                    // before `cached_head`: it is published and not yet released, so the producer
+                    // does not write it, and the borrow of `self` ends before `release` can hand
+                    // the space back.
+                    let data = unsafe { self.mem.payload(off, len) };
+                    return Ok(Some(Record { tag, data }));
                 }
-                if to_end > available {
-                    let c = Corruption::RecordPastHead {
-                        at,
-                        footprint: to_end,
-                        available,
-                    };
-                    return Err(self.poison(c));
+                Err(c) => return Err(self.poison(c)),
+            }
+        }
+    }
+
+    /// Reads up to `max` records in place, calling `f` on each, and releases their space before
+    /// returning; returns how many records `f` saw. `f` returns `false` to stop after the record
+    /// it was given. Reloads `head` once, only when nothing published is left unread.
+    ///
+    /// The records are checked exactly as [`read`](Self::read) checks them, but the loop keeps the
+    /// indices in registers and releases once, so a batch costs less per record than `read`
+    /// (the consumer of a ring moving small records spends most of its time here).
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] as for [`read`](Self::read); the records before the corrupt one
+    /// were handed to `f` and are released.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = amp_ipc::ring::local(4096, 256)?;
+    /// for i in 0..3u8 {
+    ///     tx.push(1, &[i; 4])?;
+    /// }
+    /// let _ = tx.publish();
+    /// let mut seen = Vec::new();
+    /// let n = rx.read_batch(usize::MAX, |rec| {
+    ///     seen.push(rec.data()[0]);
+    ///     true
+    /// })?;
+    /// assert_eq!((n, seen), (3, vec![0, 1, 2]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn read_batch<F>(&mut self, max: usize, mut f: F) -> Result<usize, RingError>
+    where
+        F: FnMut(Record<'_>) -> bool,
+    {
+        if let Some(c) = self.poisoned {
+            return Err(RingError::Corrupt(c));
+        }
+        if self.tail == self.cached_head {
+            self.release();
+            self.refresh_head()?;
+        }
+        let head = self.cached_head;
+        let mut tail = self.tail;
+        let mut seen = 0;
+        let mut failed = None;
+        while seen < max && tail != head {
+            match self.step(tail, head) {
+                Ok(Step::Padding { footprint }) => tail += footprint,
+                Ok(Step::Record {
+                    off,
+                    len,
+                    tag,
+                    footprint,
+                }) => {
+                    tail += footprint;
+                    seen += 1;
+                    // SAFETY: as in `read`: `step` bounded the record inside the region and
+                    // before `head`; it is published and released only after this loop, and the
+                    // borrow ends with the call to `f`.
+                    let data = unsafe { self.mem.payload(off, len) };
+                    if !f(Record { tag, data }) {
+                        break;
+                    }
                 }
-                self.tail += to_end;
-                continue;
+                Err(c) => {
+                    failed = Some(c);
+                    break;
+                }
             }
-            if hdr.tag == 0 || hdr.tag > MAX_DATA_TAG {
-                return Err(self.poison(Corruption::BadTag { at, tag: hdr.tag }));
-            }
-            let max = self.mem.max_record;
-            if hdr.len > max {
-                return Err(self.poison(Corruption::RecordTooLong {
+        }
+        self.tail = tail;
+        self.records += seen as u64;
+        self.release();
+        match failed {
+            Some(c) => Err(self.poison(c)),
+            None => Ok(seen),
+        }
+    }
+
+    /// Validates what starts at index `at` (8-aligned, `at < head`, both within the bounds
+    /// `refresh_head` checked): padding to the region's end, or a record wholly before `head`
+    /// and inside the region, with a data tag and a length within `max_record`.
+    #[inline(always)]
+    fn step(&self, at: u64, head: u64) -> Result<Step, Corruption> {
+        let off = at & self.mem.mask();
+        let available = head - at;
+        // `at` and `head` are 8-aligned and differ, so at least 8 bytes are published and
+        // `off + 8 <= capacity` (capacity is a multiple of 8).
+        let hdr = self.mem.read_record_header(off);
+        let to_end = self.mem.capacity - off;
+        if hdr.tag == TAG_PAD {
+            let expected = (to_end - RECORD_HEADER_SIZE as u64) as u32;
+            if hdr.len != expected {
+                return Err(Corruption::BadPadding {
                     at,
                     len: hdr.len,
-                    max,
-                }));
+                    expected,
+                });
             }
-            let footprint = record_footprint(hdr.len);
-            if footprint > available {
-                return Err(self.poison(Corruption::RecordPastHead {
+            if to_end > available {
+                return Err(Corruption::RecordPastHead {
                     at,
-                    footprint,
+                    footprint: to_end,
                     available,
-                }));
+                });
             }
-            if footprint > to_end {
-                return Err(self.poison(Corruption::RecordStraddles { at, footprint }));
-            }
-            self.tail += footprint;
-            self.unreleased += 1;
-            self.records += 1;
-            // SAFETY: `off + 8 + len <= off + footprint <= capacity`, checked just above, so the
-            // payload lies inside the data region. The range is published (before `cached_head`)
-            // and not yet released, so the producer does not write it; the returned borrow of
-            // `self` ends before `release` can hand the space back.
-            let data = unsafe {
-                std::slice::from_raw_parts(
-                    self.mem
-                        .data
-                        .as_ptr()
-                        .add(off as usize + RECORD_HEADER_SIZE),
-                    hdr.len as usize,
-                )
-            };
-            // The tag was checked to be in 1..=MAX_DATA_TAG (= u16::MAX).
-            let tag = u16::try_from(hdr.tag).unwrap_or(u16::MAX);
-            return Ok(Some(Record { tag, data }));
+            return Ok(Step::Padding { footprint: to_end });
         }
+        if hdr.tag == 0 || hdr.tag > MAX_DATA_TAG {
+            return Err(Corruption::BadTag { at, tag: hdr.tag });
+        }
+        let max = self.mem.max_record;
+        if hdr.len > max {
+            return Err(Corruption::RecordTooLong {
+                at,
+                len: hdr.len,
+                max,
+            });
+        }
+        let footprint = record_footprint(hdr.len);
+        if footprint > available {
+            return Err(Corruption::RecordPastHead {
+                at,
+                footprint,
+                available,
+            });
+        }
+        if footprint > to_end {
+            return Err(Corruption::RecordStraddles { at, footprint });
+        }
+        Ok(Step::Record {
+            off,
+            len: hdr.len as usize,
+            // The tag was checked to be in 1..=MAX_DATA_TAG (= u16::MAX).
+            tag: u16::try_from(hdr.tag).unwrap_or(u16::MAX),
+            footprint,
+        })
     }
 
     /// Hands the space of every record read so far back to the producer (one Release store).

@@ -29,20 +29,47 @@ impl Bell {
     }
 }
 
-/// Reads one record per entry of `sizes`, releasing each: record `i` has `sizes[i]` bytes, all
-/// `i + 1`. Returns the tags.
-fn consume(rx: &mut Consumer, sizes: &[usize]) -> Vec<u16> {
+/// How a model's consumer reads.
+#[derive(Clone, Copy)]
+enum Reads {
+    /// `read`, releasing after each record.
+    One,
+    /// `read_batch` of everything published (it releases at the end of each batch).
+    Batch,
+}
+
+/// Reads one record per entry of `sizes`: record `i` has `sizes[i]` bytes, all `i + 1`. Returns
+/// the tags.
+fn consume(rx: &mut Consumer, sizes: &[usize], how: Reads) -> Vec<u16> {
     let mut tags = Vec::new();
-    while tags.len() < sizes.len() {
+    let check = |tags: &mut Vec<u16>, r: Record<'_>| {
         let i = tags.len();
-        match rx.read().unwrap() {
-            Some(r) => {
-                assert_eq!(r.data().len(), sizes[i]);
-                assert!(r.data().iter().all(|&b| b as usize == i + 1));
-                tags.push(r.tag());
-                rx.release();
+        assert_eq!(r.data().len(), sizes[i]);
+        assert!(r.data().iter().all(|&b| b as usize == i + 1));
+        tags.push(r.tag());
+    };
+    while tags.len() < sizes.len() {
+        let got = match how {
+            Reads::One => match rx.read().unwrap() {
+                Some(r) => {
+                    check(&mut tags, r);
+                    rx.release();
+                    true
+                }
+                None => false,
+            },
+            Reads::Batch => {
+                let left = sizes.len() - tags.len();
+                rx.read_batch(left, |r| {
+                    check(&mut tags, r);
+                    true
+                })
+                .unwrap()
+                    > 0
             }
-            None => thread::yield_now(),
+        };
+        if !got {
+            thread::yield_now();
         }
     }
     tags
@@ -52,7 +79,17 @@ fn consume(rx: &mut Consumer, sizes: &[usize]) -> Vec<u16> {
 /// every record arrives once, in order, intact.
 #[test]
 fn loom_order_wrap_full_empty() {
-    loom::model(|| {
+    order_wrap_full_empty(Reads::One);
+}
+
+/// The same, the consumer reading with `read_batch` (one release per batch).
+#[test]
+fn loom_read_batch_wrap_full() {
+    order_wrap_full_empty(Reads::Batch);
+}
+
+fn order_wrap_full_empty(how: Reads) {
+    loom::model(move || {
         // 256-byte region; 3 records of 100 bytes (112 each with header and alignment) cannot all
         // fit, and the third has to wrap behind a padding record.
         let (mut tx, mut rx) = local(256, 120).unwrap();
@@ -70,7 +107,7 @@ fn loom_order_wrap_full_empty() {
                 let _ = tx.publish();
             }
         });
-        assert_eq!(consume(&mut rx, &sizes), [1, 2, 3]);
+        assert_eq!(consume(&mut rx, &sizes, how), [1, 2, 3]);
         p.join().unwrap();
         assert!(rx.read().unwrap().is_none());
     });
@@ -97,7 +134,7 @@ fn loom_write_many_wrap_full() {
                 }
             }
         });
-        assert_eq!(consume(&mut rx, &[100; 3]), [1, 1, 1]);
+        assert_eq!(consume(&mut rx, &[100; 3], Reads::One), [1, 1, 1]);
         p.join().unwrap();
         assert!(rx.read().unwrap().is_none());
     });

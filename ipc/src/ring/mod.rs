@@ -329,6 +329,24 @@ impl RingMem {
         RecordHeader::from_word(word)
     }
 
+    /// The `len` payload bytes of the record whose header is at region offset `off`.
+    ///
+    /// # Safety
+    /// `off + 8 + len <= capacity`, and the range must be published and not yet released (the
+    /// producer does not write it while the returned borrow lives).
+    #[inline(always)]
+    unsafe fn payload(&self, off: u64, len: usize) -> &[u8] {
+        debug_assert!(off + (RECORD_HEADER_SIZE + len) as u64 <= self.capacity);
+        // SAFETY: the caller guarantees the range lies inside the data region (kept mapped by
+        // `_owner` for as long as `self` lives) and that nobody writes it meanwhile.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.as_ptr().add(off as usize + RECORD_HEADER_SIZE),
+                len,
+            )
+        }
+    }
+
     /// Writes a record header at region offset `off` (8-aligned, `off + 8 <= capacity`).
     #[inline]
     fn write_record_header(&self, off: u64, header: RecordHeader) {

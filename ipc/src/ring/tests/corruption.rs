@@ -198,6 +198,37 @@ fn head_at_exactly_capacity_is_an_index_not_an_error() {
 
 // --- consumer: record headers ---
 
+/// `read_batch` hands out the records before a corrupt header, releases them, then reports the
+/// corruption (and keeps reporting it).
+#[test]
+fn read_batch_stops_at_a_corrupt_header() {
+    let shm = Shm::new(256, 64);
+    let (mut tx, mut rx) = shm.pair();
+    for tag in 1..=3 {
+        push(&mut tx, tag, 8);
+    }
+    let _ = tx.publish();
+    // Record 3 (at 32, each record 16 bytes) gets tag 0.
+    shm.set_record_header(32, RecordHeader { len: 8, tag: 0 });
+    let mut tags = Vec::new();
+    let r = rx.read_batch(10, |rec| {
+        tags.push(rec.tag());
+        true
+    });
+    assert_eq!(
+        r,
+        Err(RingError::Corrupt(Corruption::BadTag { at: 32, tag: 0 }))
+    );
+    assert_eq!(tags, [1, 2], "the two good records were handed out");
+    assert_eq!(shm.tail(), 32, "and released");
+    assert_consumer_poisoned(&shm, &mut rx, Corruption::BadTag { at: 32, tag: 0 });
+    assert_eq!(
+        rx.read_batch(10, |_| true),
+        Err(RingError::Corrupt(Corruption::BadTag { at: 32, tag: 0 })),
+        "sticky on read_batch"
+    );
+}
+
 /// A 256-byte ring (max_record 64) with records of 8 and 24 bytes published at 0 and 16.
 fn two_published() -> (Shm, Producer, Consumer) {
     let shm = Shm::new(256, 64);

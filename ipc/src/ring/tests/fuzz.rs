@@ -222,6 +222,8 @@ fn geometry() -> impl Strategy<Value = (u64, u64)> {
 #[derive(Debug, Clone)]
 enum ConsumerEv {
     Read,
+    /// `read_batch` of at most this many records.
+    ReadBatch(u8),
     Release,
     HasData,
     /// `prepare_sleep` then (unless it said "data") `finish_sleep`.
@@ -240,6 +242,7 @@ enum ConsumerEv {
 fn consumer_ev(cap: u64) -> impl Strategy<Value = ConsumerEv> {
     prop_oneof![
         8 => Just(ConsumerEv::Read),
+        3 => (0u8..=16).prop_map(ConsumerEv::ReadBatch),
         1 => Just(ConsumerEv::Release),
         1 => Just(ConsumerEv::HasData),
         1 => Just(ConsumerEv::Sleep),
@@ -249,52 +252,94 @@ fn consumer_ev(cap: u64) -> impl Strategy<Value = ConsumerEv> {
     ]
 }
 
+/// Checks a record the consumer handed out: inside the region, within `max_record`, a data tag,
+/// and exactly what its header in the region says.
+fn check_handed_out(shm: &Shm, rec: Record<'_>) {
+    let region = shm.region();
+    let data = rec.data();
+    let start = data.as_ptr() as usize;
+    assert!(
+        start >= region.start + RECORD_HEADER_SIZE && start + data.len() <= region.end,
+        "record of {} bytes at {start:#x} outside the region {region:x?}",
+        data.len()
+    );
+    assert!(
+        data.len() <= shm.max_record as usize,
+        "record longer than max_record"
+    );
+    assert!(rec.tag() >= 1, "tag 0 handed out");
+    let off = (start - region.start - RECORD_HEADER_SIZE) as u64;
+    assert_eq!(off % 8, 0, "record header unaligned");
+    let h = shm.record_header(off);
+    assert_eq!(
+        (h.len as usize, h.tag),
+        (data.len(), u32::from(rec.tag())),
+        "record differs from its header"
+    );
+    assert!(
+        off + record_footprint(h.len) <= shm.capacity,
+        "record crosses the end"
+    );
+}
+
+/// After a `Corrupt(c)`: the consumer stays poisoned with `c` whatever is called next.
+fn check_sticky(rx: &mut Consumer, c: Corruption) {
+    assert_eq!(
+        rx.read().map(|r| r.is_some()),
+        Err(RingError::Corrupt(c)),
+        "poison is sticky"
+    );
+    assert_eq!(
+        rx.read_batch(8, |_| true),
+        Err(RingError::Corrupt(c)),
+        "poison is sticky"
+    );
+    assert_eq!(
+        rx.has_data(),
+        Err(RingError::Corrupt(c)),
+        "poison is sticky"
+    );
+}
+
 /// Reads once and checks the outcome; returns the corruption when the consumer is poisoned.
 fn checked_read(shm: &Shm, rx: &mut Consumer) -> Option<Corruption> {
-    let region = shm.region();
     match rx.read() {
         Ok(None) => None,
         Ok(Some(rec)) => {
-            let data = rec.data();
-            let start = data.as_ptr() as usize;
-            assert!(
-                start >= region.start + RECORD_HEADER_SIZE && start + data.len() <= region.end,
-                "record of {} bytes at {start:#x} outside the region {region:x?}",
-                data.len()
-            );
-            assert!(
-                data.len() <= shm.max_record as usize,
-                "record longer than max_record"
-            );
-            assert!(rec.tag() >= 1, "tag 0 handed out");
-            let off = (start - region.start - RECORD_HEADER_SIZE) as u64;
-            assert_eq!(off % 8, 0, "record header unaligned");
-            let h = shm.record_header(off);
-            assert_eq!(
-                (h.len as usize, h.tag),
-                (data.len(), u32::from(rec.tag())),
-                "record differs from its header"
-            );
-            assert!(
-                off + record_footprint(h.len) <= shm.capacity,
-                "record crosses the end"
-            );
+            check_handed_out(shm, rec);
             None
         }
         Err(RingError::Corrupt(c)) => {
-            assert_eq!(
-                rx.read().map(|r| r.is_some()),
-                Err(RingError::Corrupt(c)),
-                "poison is sticky"
-            );
-            assert_eq!(
-                rx.has_data(),
-                Err(RingError::Corrupt(c)),
-                "poison is sticky"
-            );
+            check_sticky(rx, c);
             Some(c)
         }
         Err(e) => panic!("read returned {e:?}"),
+    }
+}
+
+/// `read_batch` of at most `max` records, each checked; returns the corruption when the consumer
+/// is poisoned.
+fn checked_read_batch(shm: &Shm, rx: &mut Consumer, max: usize) -> Option<Corruption> {
+    let mut seen = 0;
+    let r = rx.read_batch(max, |rec| {
+        check_handed_out(shm, rec);
+        seen += 1;
+        true
+    });
+    assert!(
+        seen <= max,
+        "read_batch handed out {seen} records, max {max}"
+    );
+    match r {
+        Ok(n) => {
+            assert_eq!(n, seen, "read_batch's count");
+            None
+        }
+        Err(RingError::Corrupt(c)) => {
+            check_sticky(rx, c);
+            Some(c)
+        }
+        Err(e) => panic!("read_batch returned {e:?}"),
     }
 }
 
@@ -355,6 +400,7 @@ proptest! {
         for ev in &events {
             let c = match ev {
                 ConsumerEv::Read => checked_read(&shm, &mut rx),
+                ConsumerEv::ReadBatch(max) => checked_read_batch(&shm, &mut rx, usize::from(*max)),
                 ConsumerEv::Release => {
                     rx.release();
                     None

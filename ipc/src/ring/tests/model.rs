@@ -61,6 +61,12 @@ enum Op {
     Publish,
     /// Up to this many reads (stopping at the first `None`).
     Read(u8),
+    /// `Consumer::read_batch` of at most `max` records, the callback stopping after `stop_after`
+    /// (0: never).
+    ReadBatch {
+        max: u8,
+        stop_after: u8,
+    },
     Release,
     PrepareSleep,
     FinishSleep,
@@ -101,6 +107,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         12 => (len_strategy(), tag, finish).prop_map(|(len, tag, finish)| Op::Reserve { len, tag, finish }),
         4 => Just(Op::Publish),
         6 => (1u8..=8).prop_map(Op::Read),
+        3 => (0u8..=40, prop_oneof![3 => Just(0u8), 1 => 1u8..=8])
+            .prop_map(|(max, stop_after)| Op::ReadBatch { max, stop_after }),
         2 => Just(Op::Release),
         1 => Just(Op::PrepareSleep),
         1 => Just(Op::FinishSleep),
@@ -302,6 +310,33 @@ impl Model {
                 return Some(item);
             }
         }
+    }
+
+    /// The records `Consumer::read_batch(max, ..)` must hand out when its callback stops after
+    /// `stop_after` records; everything read is released afterwards.
+    fn read_batch(&mut self, max: usize, stop_after: usize) -> Vec<Item> {
+        if self.tail == self.cached_head {
+            self.release();
+            self.cached_head = self.published;
+        }
+        let mut out = Vec::new();
+        while out.len() < max && self.tail != self.cached_head {
+            let item = self
+                .queue
+                .pop_front()
+                .expect("published bytes hold an item");
+            assert_eq!(item.at, self.tail, "model items are contiguous");
+            self.tail += item.size;
+            if item.rec.is_some() {
+                self.records_read += 1;
+                out.push(item);
+                if out.len() == stop_after {
+                    break;
+                }
+            }
+        }
+        self.release();
+        out
     }
 
     fn has_data(&mut self) -> bool {
@@ -513,16 +548,7 @@ impl Harness {
         match (got, expect) {
             (None, None) => false,
             (Some(rec), Some(item)) => {
-                let (seq, tag, len) = item.rec.expect("reads return data records");
-                assert_eq!(rec.tag(), tag, "tag of record {seq}");
-                assert_eq!(rec.data().len(), len as usize, "length of record {seq}");
-                let start = rec.data().as_ptr() as usize;
-                assert_eq!(
-                    (start - region.start) as u64,
-                    item.at % self.m.cap + 8,
-                    "position of record {seq}"
-                );
-                check_payload(rec.data(), seq);
+                check_record(rec, &item, &region, self.m.cap);
                 true
             }
             (got, expect) => panic!(
@@ -530,6 +556,33 @@ impl Harness {
                 got.map(|r| (r.tag(), r.data().len()))
             ),
         }
+    }
+
+    /// One `read_batch` of at most `max` records whose callback stops after `stop_after`,
+    /// checked against the model.
+    fn read_batch(&mut self, max: usize, stop_after: usize) {
+        let expect = self.m.read_batch(max, stop_after);
+        let region = self.shm.region();
+        let (cap, mut i) = (self.m.cap, 0);
+        let n = self
+            .rx
+            .read_batch(max, |rec| {
+                let item = expect.get(i).unwrap_or_else(|| {
+                    panic!(
+                        "read_batch handed out record {i}; the model expects {}",
+                        expect.len()
+                    )
+                });
+                check_record(rec, item, &region, cap);
+                i += 1;
+                stop_after == 0 || i < stop_after
+            })
+            .expect("an honest producer never corrupts the ring");
+        assert_eq!(
+            (n, i),
+            (expect.len(), expect.len()),
+            "read_batch({max}) records"
+        );
     }
 
     fn run(&mut self, op: &Op) {
@@ -545,6 +598,9 @@ impl Harness {
                         break;
                     }
                 }
+            }
+            Op::ReadBatch { max, stop_after } => {
+                self.read_batch(usize::from(*max), usize::from(*stop_after));
             }
             Op::Release => {
                 self.rx.release();
@@ -606,6 +662,21 @@ impl Harness {
         self.reserve(len, 2, &Finish::Commit)
             .expect("an empty ring takes any record up to max_record");
     }
+}
+
+/// Checks a record the consumer handed out against the model's `item`: tag, length, position in
+/// the region, payload.
+fn check_record(rec: Record<'_>, item: &Item, region: &std::ops::Range<usize>, cap: u64) {
+    let (seq, tag, len) = item.rec.expect("reads return data records");
+    assert_eq!(rec.tag(), tag, "tag of record {seq}");
+    assert_eq!(rec.data().len(), len as usize, "length of record {seq}");
+    let start = rec.data().as_ptr() as usize;
+    assert_eq!(
+        (start - region.start) as u64,
+        item.at % cap + 8,
+        "position of record {seq}"
+    );
+    check_payload(rec.data(), seq);
 }
 
 proptest! {
