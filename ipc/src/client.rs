@@ -34,6 +34,7 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::chunk;
 use crate::codec::{Bincode, Codec, CodecError};
 use crate::link::PeerEnd;
 use crate::ring::RingError;
@@ -106,7 +107,7 @@ pub enum ClientError {
     /// Socket or doorbell I/O.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// A malformed result record.
+    /// A malformed result record (or a result body that is not a chunk result).
     #[error("malformed result from ampd: {0}")]
     Wire(#[from] crate::wire::WireError),
     /// Typed payload encoding.
@@ -146,6 +147,24 @@ impl TaskResult {
     #[must_use]
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The per-item outcomes of a chunk's result ([`Client::push_chunk`]), in item order.
+    ///
+    /// # Errors
+    /// [`ClientError::TaskFailed`] when the chunk as a whole did not succeed (rejected,
+    /// failed, dead-lettered, past its deadline: every item shares that end);
+    /// [`ClientError::Wire`] when the body is not a chunk result (the ticket was not a chunk,
+    /// or the worker does not speak chunks).
+    pub fn outcomes(&self) -> Result<chunk::Outcomes<'_>, ClientError> {
+        if self.status != ResultStatus::Ok {
+            return Err(ClientError::TaskFailed {
+                task_id: self.task_id,
+                status: self.status,
+                message: self.text(),
+            });
+        }
+        Ok(chunk::outcomes(&self.body)?)
     }
 }
 
@@ -468,15 +487,67 @@ impl Client {
     /// [`ClientError::UnknownKind`], [`ClientError::UnknownClass`], [`ClientError::Full`],
     /// [`ClientError::TooLarge`].
     pub fn push(&mut self, opts: &Submit<'_>, payload: &[u8]) -> Result<Ticket, ClientError> {
+        self.push_with(opts, 0, payload.len(), |out| out.copy_from_slice(payload))
+    }
+
+    /// Queues a **chunk** without publishing it: `items` travel as one task, the worker's
+    /// handler runs once per item, and the result carries one outcome per item, in order
+    /// ([`TaskResult::outcomes`]). Routing, deadline, timeout and retries after a worker death
+    /// apply to the chunk as a whole; failed items are not retried (see [`crate::chunk`]).
+    ///
+    /// For many small tasks this is what `multiprocessing.Pool`'s `chunksize` is: the per-task
+    /// cost of a trip through `ampd` is paid once per chunk.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push); [`ClientError::TooLarge`] when the encoded chunk does not fit
+    /// the ring's `max_record`.
+    pub fn push_chunk<T: AsRef<[u8]>>(
+        &mut self,
+        opts: &Submit<'_>,
+        items: &[T],
+    ) -> Result<Ticket, ClientError> {
+        self.push_with(
+            opts,
+            chunk::SUBMIT_CHUNK,
+            chunk::encoded_len(items),
+            |out| {
+                chunk::encode(items, out);
+            },
+        )
+    }
+
+    /// Submits a chunk and publishes it (see [`push_chunk`](Self::push_chunk)).
+    ///
+    /// # Errors
+    /// As [`push_chunk`](Self::push_chunk).
+    pub fn submit_chunk<T: AsRef<[u8]>>(
+        &mut self,
+        opts: &Submit<'_>,
+        items: &[T],
+    ) -> Result<Ticket, ClientError> {
+        let t = self.push_chunk(opts, items)?;
+        self.flush()?;
+        Ok(t)
+    }
+
+    /// Writes a submission record: header with `flags`, the idempotency key if any, and a
+    /// payload of `payload_len` bytes written by `write`.
+    fn push_with(
+        &mut self,
+        opts: &Submit<'_>,
+        flags: u32,
+        payload_len: usize,
+        write: impl FnOnce(&mut [u8]),
+    ) -> Result<Ticket, ClientError> {
         let kind = self.kind_id(opts.kind)?;
         let class = self.class_id(opts.class)?;
         let key = opts.idempotency_key.map(str::as_bytes);
         let key_len = key.map_or(0, |k| 2 + k.len());
-        let len = SUBMIT_HEADER_SIZE + key_len + payload.len();
+        let len = SUBMIT_HEADER_SIZE + key_len + payload_len;
         if len > self.max_record || key.is_some_and(|k| k.len() > usize::from(u16::MAX)) {
             return Err(ClientError::TooLarge {
-                len: payload.len(),
-                max: self.max_record - SUBMIT_HEADER_SIZE - key_len,
+                len: payload_len,
+                max: self.max_record.saturating_sub(SUBMIT_HEADER_SIZE + key_len),
             });
         }
         let ticket = self.next_ticket;
@@ -487,7 +558,7 @@ impl Client {
             timeout_ms: opts.timeout.map_or(0, |t| {
                 u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
             }),
-            flags: if key.is_some() { SUBMIT_HAS_KEY } else { 0 },
+            flags: flags | if key.is_some() { SUBMIT_HAS_KEY } else { 0 },
             parent: 0,
         };
         let mut r = match self.end.completions.reserve(len, TAG_SUBMIT) {
@@ -505,7 +576,7 @@ impl Client {
             r[at + 2..at + 2 + k.len()].copy_from_slice(k);
             at += 2 + k.len();
         }
-        r[at..].copy_from_slice(payload);
+        write(&mut r[at..]);
         r.commit();
         self.next_ticket += 1;
         self.unflushed = true;

@@ -13,6 +13,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod chunk;
 #[cfg(not(loom))]
 pub mod client;
 pub mod codec;
@@ -32,4 +33,4 @@ pub use client::Client;
 pub use codec::{Bincode, Codec, CodecError};
 pub use wire::Outcome;
 #[cfg(not(loom))]
-pub use worker::{Emitter, Task, TaskRef, Worker, WorkerError};
+pub use worker::{Emitter, Failure, Reply, Task, TaskRef, Worker, WorkerError};

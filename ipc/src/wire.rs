@@ -42,7 +42,7 @@ pub type Submission<'a> = (SubmitHeader, Option<&'a [u8]>, &'a [u8]);
 /// | 8 | 4 | `kind` (kind id from the attach answer) |
 /// | 12 | 4 | `class` (priority class index) |
 /// | 16 | 4 | `timeout_ms` (deadline relative to arrival; 0 = none) |
-/// | 20 | 4 | `flags` ([`SUBMIT_HAS_KEY`]) |
+/// | 20 | 4 | `flags` ([`SUBMIT_HAS_KEY`], [`crate::chunk::SUBMIT_CHUNK`]) |
 /// | 24 | 8 | `parent` (task id; 0 = none) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SubmitHeader {
@@ -281,7 +281,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// | 8 | 4 | `attempt` |
 /// | 12 | 4 | `kind` (interned kind id) |
 /// | 16 | 4 | `class` (priority class index) |
-/// | 20 | 4 | `flags` (reserved, 0) |
+/// | 20 | 4 | `flags` ([`crate::chunk::TASK_CHUNK`]; other bits reserved, 0) |
 /// | 24 | 8 | `deadline_ns` (`CLOCK_MONOTONIC`; 0 = none) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TaskHeader {
@@ -293,7 +293,7 @@ pub struct TaskHeader {
     pub kind: u32,
     /// Priority class index.
     pub class: u32,
-    /// Reserved flags (0).
+    /// Flags: [`crate::chunk::TASK_CHUNK`] (other bits reserved, 0).
     pub flags: u32,
     /// Deadline on `CLOCK_MONOTONIC` in ns; 0 = none.
     pub deadline_ns: u64,

@@ -24,6 +24,7 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::chunk;
 use crate::codec::{Bincode, Codec, CodecError};
 use crate::link::PeerEnd;
 use crate::proto::{self, FromWorker, ToWorker, WorkerParams, PROTOCOL_VERSION};
@@ -88,6 +89,10 @@ pub struct Task {
     pub class: u32,
     /// Deadline (`CLOCK_MONOTONIC` ns; 0 = none).
     pub deadline_ns: u64,
+    /// The payload is a chunk of items ([`crate::chunk`]): parse it with
+    /// [`chunk::items`] and answer with a [`chunk::Results`] body as an `Ok` outcome
+    /// ([`Worker::run`] does this itself).
+    pub chunk: bool,
     /// The payload.
     pub payload: Vec<u8>,
 }
@@ -115,6 +120,9 @@ pub struct TaskRef<'a> {
     pub class: u32,
     /// Deadline (`CLOCK_MONOTONIC` ns; 0 = none).
     pub deadline_ns: u64,
+    /// When the task is a chunk ([`crate::chunk`]): which item of it this is (the handler
+    /// runs once per item, `payload` being the item); `None` for a plain task.
+    pub item: Option<u32>,
     /// The payload, in shared memory.
     pub payload: &'a [u8],
 }
@@ -442,6 +450,7 @@ impl Worker {
                     kind: h.kind,
                     class: h.class,
                     deadline_ns: h.deadline_ns,
+                    chunk: h.flags & chunk::TASK_CHUNK != 0,
                     payload: payload.to_vec(),
                 }));
             }
@@ -457,8 +466,8 @@ impl Worker {
     /// Reports the outcome of `task` to ampd.
     ///
     /// # Errors
-    /// [`RingError::TooLarge`] (inside [`WorkerError::Ring`]) when the result does not fit the
-    /// completions ring's `max_record`; other ring errors.
+    /// Ring errors. A result that does not fit the completions ring's `max_record` is sent as
+    /// a non-retryable failure saying so.
     pub fn complete(&mut self, task: &Task, outcome: &Outcome) -> Result<(), WorkerError> {
         self.complete_raw(task.id, task.attempt, outcome, 0, f64::NAN)
     }
@@ -475,6 +484,23 @@ impl Worker {
         busy_ns: u64,
         score: f64,
     ) -> Result<(), WorkerError> {
+        let max = self.end.completions.producer().max_record() as usize;
+        let too_large;
+        let outcome = if COMPLETION_HEADER_SIZE + outcome.body_len() > max {
+            // The task is answered (a failure naming why) rather than the worker stopping with
+            // a ring error and the task being retried into the same wall.
+            too_large = Outcome::Err {
+                retryable: false,
+                message: format!(
+                    "the result of {} bytes exceeds the completions ring's max_record of {}                      bytes (with its {COMPLETION_HEADER_SIZE}-byte header)",
+                    outcome.body_len(),
+                    max
+                ),
+            };
+            &too_large
+        } else {
+            outcome
+        };
         let h = CompletionHeader {
             id,
             attempt,
@@ -534,6 +560,11 @@ impl Worker {
     /// Completions are published in batches while tasks keep coming and at once when the ring
     /// runs dry.
     ///
+    /// A chunk ([`crate::chunk`]) runs `handler` once per item, in order ([`TaskRef::item`]
+    /// says which), and answers with one outcome per item; a `Loopback` is not possible for an
+    /// item and is answered as a failed item. A result larger than the completions ring's
+    /// `max_record` is answered as a failure saying so (the task is not lost, the worker goes on).
+    ///
     /// # Errors
     /// Ring, wire or wait errors; the handler's own failures are outcomes, not errors.
     pub fn run<F>(self, mut handler: F) -> Result<(), WorkerError>
@@ -554,7 +585,62 @@ impl Worker {
     where
         F: FnMut(&TaskRef<'_>, &mut Emitter) -> Outcome,
     {
+        self.serve(|t, chunk, spare, emitter| {
+            if chunk {
+                run_chunk(t, spare, |t| handler(t, emitter))
+            } else {
+                handler(t, emitter)
+            }
+        })
+    }
+
+    /// As [`run`](Self::run), for handlers that write their result in place: `handler` appends
+    /// the result to a [`Reply`] (a buffer the runtime reuses, or the chunk's result itself)
+    /// and returns `Ok(())`, or returns a [`Failure`]. No allocation per task or item: for
+    /// tasks that do little work this is noticeably cheaper than returning an
+    /// [`Outcome::Ok`] vector.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), amp_ipc::WorkerError> {
+    /// let mut w = amp_ipc::Worker::from_env()?;
+    /// w.ready()?;
+    /// w.run_reply(|t, reply| {
+    ///     reply.extend_from_slice(t.payload); // echo
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_reply<F>(mut self, mut handler: F) -> Result<(), WorkerError>
+    where
+        F: FnMut(&TaskRef<'_>, &mut Reply<'_>) -> Result<(), Failure>,
+    {
+        self.serve(|t, chunk, mut spare, _| {
+            if chunk {
+                return run_chunk_reply(t, spare, &mut handler);
+            }
+            spare.clear();
+            match handler(t, &mut Reply(&mut spare)) {
+                Ok(()) => Outcome::Ok(spare),
+                Err(f) => Outcome::Err {
+                    retryable: f.retryable,
+                    message: f.message,
+                },
+            }
+        })
+    }
+
+    /// The task loop under `run_with` and `run_reply`: `handle(task, is_chunk, spare buffer,
+    /// emitter)` makes each task's outcome; the buffer of an `Ok` outcome comes back as the
+    /// next task's spare.
+    fn serve<F>(&mut self, mut handle: F) -> Result<(), WorkerError>
+    where
+        F: FnMut(&TaskRef<'_>, bool, Vec<u8>, &mut Emitter) -> Outcome,
+    {
         let mut emitter = Emitter::default();
+        let mut spare = Vec::new();
         loop {
             let done = {
                 let Some(rec) = self.end.tasks.read()? else {
@@ -577,10 +663,12 @@ impl Worker {
                     kind: h.kind,
                     class: h.class,
                     deadline_ns: h.deadline_ns,
+                    item: None,
                     payload,
                 };
                 let start = Instant::now();
-                let outcome = handler(&t, &mut emitter);
+                let chunk = h.flags & chunk::TASK_CHUNK != 0;
+                let outcome = handle(&t, chunk, std::mem::take(&mut spare), &mut emitter);
                 let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 (h, outcome, busy)
             };
@@ -589,6 +677,9 @@ impl Worker {
                 self.send_subtask(&h, &kind, &payload)?;
             }
             self.complete_raw(h.id, h.attempt, &outcome, busy, f64::NAN)?;
+            if let Outcome::Ok(buf) = outcome {
+                spare = buf;
+            }
         }
     }
 
@@ -626,6 +717,122 @@ impl Worker {
             }
         }
     }
+}
+
+/// Where a [`Worker::run_reply`] handler writes its result: append-only.
+#[derive(Debug)]
+pub struct Reply<'a>(&'a mut Vec<u8>);
+
+impl Reply<'_> {
+    /// Appends bytes to the result.
+    #[inline]
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// Appends one byte.
+    #[inline]
+    pub fn push(&mut self, byte: u8) {
+        self.0.push(byte);
+    }
+
+    /// Bytes written so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing was written yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::io::Write for Reply<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A [`Worker::run_reply`] handler's failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Whether retrying may help.
+    pub retryable: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A chunk item's `TaskRef`: the chunk's fields, the item's payload and index.
+#[inline]
+fn item_ref<'a>(t: &TaskRef<'_>, i: u32, payload: &'a [u8]) -> TaskRef<'a> {
+    TaskRef {
+        id: t.id,
+        attempt: t.attempt,
+        kind: t.kind,
+        class: t.class,
+        deadline_ns: t.deadline_ns,
+        item: Some(i),
+        payload,
+    }
+}
+
+/// The failure of a chunk whose payload is malformed.
+fn malformed_chunk(e: &crate::wire::WireError) -> Outcome {
+    Outcome::Err {
+        retryable: false,
+        message: format!("malformed chunk: {e}"),
+    }
+}
+
+/// [`run_chunk`] for a [`Worker::run_reply`] handler: each item's result is written straight
+/// into the chunk's result.
+#[inline]
+fn run_chunk_reply<F>(t: &TaskRef<'_>, buf: Vec<u8>, handler: &mut F) -> Outcome
+where
+    F: FnMut(&TaskRef<'_>, &mut Reply<'_>) -> Result<(), Failure>,
+{
+    let items = match chunk::items(t.payload) {
+        Ok(items) => items,
+        Err(e) => return malformed_chunk(&e),
+    };
+    let mut results = chunk::Results::new(buf);
+    for (i, payload) in (0u32..).zip(items) {
+        let item = item_ref(t, i, payload);
+        results
+            .push_with(|out| handler(&item, &mut Reply(out)).map_err(|f| (f.retryable, f.message)));
+    }
+    Outcome::Ok(results.finish())
+}
+
+/// Runs `handler` on each item of the chunk task `t` and builds the chunk's result in `buf`.
+fn run_chunk(
+    t: &TaskRef<'_>,
+    buf: Vec<u8>,
+    mut handler: impl FnMut(&TaskRef<'_>) -> Outcome,
+) -> Outcome {
+    let items = match chunk::items(t.payload) {
+        Ok(items) => items,
+        Err(e) => return malformed_chunk(&e),
+    };
+    let mut results = chunk::Results::new(buf);
+    for (i, payload) in (0u32..).zip(items) {
+        match handler(&item_ref(t, i, payload)) {
+            Outcome::Ok(bytes) => results.push_ok(&bytes),
+            Outcome::Err { retryable, message } => results.push_err(retryable, message.as_bytes()),
+            Outcome::Loopback { .. } => {
+                results.push_err(false, b"an item of a chunk cannot loop back");
+            }
+        }
+    }
+    Outcome::Ok(results.finish())
 }
 
 /// Publishes that task `id` is being run (`running_task`, `tasks_taken` in the control block):

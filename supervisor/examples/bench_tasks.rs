@@ -64,6 +64,10 @@ struct Args {
     /// Submissions per `flush` in the throughput client.
     #[arg(long, default_value_t = 1024)]
     batch: u64,
+    /// Items outstanding at once in the chunked runs (`Client::push_chunk`; at least 4 chunks);
+    /// each publish carries an eighth of them.
+    #[arg(long, default_value_t = 32_768)]
+    chunk_window: u64,
     /// Capacity of each worker ring (`ring.tasks` and `ring.completions` in ampd's config; the
     /// default is ampd's own default).
     #[arg(long, default_value = "1MiB")]
@@ -75,6 +79,10 @@ struct Args {
     /// against the fastest.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100, 1000])]
     chunksizes: Vec<u64>,
+    /// Profiling aid: only the chunked amp runs (no plain runs, round trips or baselines; no
+    /// summary line).
+    #[arg(long)]
+    chunked_only: bool,
     /// Path of `bench_mp_pool.py` (the Python baseline is skipped without it).
     #[arg(long)]
     mp_script: Option<PathBuf>,
@@ -96,6 +104,7 @@ struct Plan {
     runs: usize,
     window: u64,
     batch: u64,
+    chunk_window: u64,
     rtt: usize,
     mp_tasks: u64,
     /// Tasks per Pool run at chunksize 1 (its slowest); chunksize c runs c times as many, up
@@ -114,6 +123,7 @@ impl Plan {
             runs: a.runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
             window: a.window.max(1),
             batch: a.batch.max(1),
+            chunk_window: a.chunk_window.max(1),
             rtt: a.rtt.unwrap_or(if quick { 2_000 } else { 30_000 }),
             mp_tasks: tasks,
             mp_chunk1_tasks: if quick { 10_000 } else { 100_000 },
@@ -121,6 +131,12 @@ impl Plan {
             ipc_oneway: if quick { 50_000 } else { 300_000 },
             ipc_window_tasks: if quick { 20_000 } else { 200_000 },
         }
+    }
+
+    /// Items per amp run in chunks of `chunk` (ten times a plain run's tasks: chunks move them
+    /// that much faster).
+    fn chunked_items(&self, chunk: u64) -> u64 {
+        self.tasks.saturating_mul(chunk.min(10))
     }
 
     /// Tasks per Pool run at `chunksize` (about the same time per run at every chunksize).
@@ -185,12 +201,28 @@ fn run(args: &Args) -> Result<()> {
             chunksize: c,
             tasks: plan.mp_tasks_for(c),
             rates: Series::default(),
+            amp: Tput::default(),
         })
         .collect();
     let mut rtt1 = Rtt::new()?;
     let mut rtt2 = Rtt::new()?;
     let rtt_per_run = plan.rtt.div_ceil(plan.runs);
     let mut mp_note = None;
+    if args.chunked_only {
+        for run in 0..plan.runs {
+            for m in mp.iter_mut().filter(|m| m.chunksize > 1) {
+                m.amp.measure_chunked(&mut c1, &one, &plan, m.chunksize)?;
+                eprintln!(
+                    "# run {}: chunks of {}: {} ({})",
+                    run + 1,
+                    m.chunksize,
+                    m.amp.rates.runs(),
+                    m.amp.cpu.describe()
+                );
+            }
+        }
+        return Ok(());
+    }
     for run in 0..plan.runs {
         eprintln!("# run {}/{}", run + 1, plan.runs);
         amp1.measure(&mut c1, &one, &plan, Drain::Ticket)?;
@@ -198,6 +230,11 @@ fn run(args: &Args) -> Result<()> {
         amp1_any.measure(&mut c1, &one, &plan, Drain::Any)?;
         rtt1.measure(&mut c1, &one, rtt_per_run)?;
         rtt2.measure(&mut c2, &two, rtt_per_run)?;
+        for m in &mut mp {
+            if m.chunksize > 1 {
+                m.amp.measure_chunked(&mut c1, &one, &plan, m.chunksize)?;
+            }
+        }
         if let Some(script) = &args.mp_script {
             for m in &mut mp {
                 if mp_note.is_some() {
@@ -576,6 +613,19 @@ impl Tput {
     }
 }
 
+impl Tput {
+    /// One chunked run: `items` items in chunks of `chunk` (CPU counted per item).
+    fn measure_chunked(&mut self, c: &mut Client, d: &Ampd, p: &Plan, chunk: u64) -> Result<()> {
+        let items = p.chunked_items(chunk);
+        let before = d.cpu_snapshot()?;
+        let rate = throughput_chunked(c, items, chunk, p.chunk_window)
+            .with_context(|| format!("chunked throughput run (chunks of {chunk})"))?;
+        self.cpu.add(&before, &d.cpu_snapshot()?, items);
+        self.rates.0.push(rate);
+        Ok(())
+    }
+}
+
 /// CPU time and blocking waits per task, summed over runs.
 #[derive(Debug, Default, Clone, Copy)]
 struct CpuUse {
@@ -738,6 +788,81 @@ fn throughput(c: &mut Client, n: u64, window: u64, batch: u64, drain: Drain) -> 
     let expected = (u128::from(n) * u128::from(n.saturating_sub(1)) / 2) as u64;
     if sum != expected {
         bail!("payload checksum {sum} != {expected}: a result was lost, duplicated or altered");
+    }
+    Ok(n as f64 / secs)
+}
+
+/// Sends `n` no-op tasks in chunks of `chunk` items ([`Client::push_chunk`]: one task each for
+/// ampd, the worker runs its handler per item), keeping about `window` items outstanding (at
+/// least 4 chunks) and publishing an eighth of that at a time; results by ticket. Returns items
+/// per second; every item's outcome is checked (Ok, its own 8 bytes echoed), and their sum.
+fn throughput_chunked(c: &mut Client, n: u64, chunk: u64, window: u64) -> Result<f64> {
+    let opts = Submit {
+        kind: "echo",
+        ..Submit::default()
+    };
+    let chunk = chunk.max(1);
+    let window = (window / chunk).max(4);
+    let batch = (window / 8).max(1);
+    let (mut sent, mut done, mut sum) = (0u64, 0u64, 0u64);
+    let mut pending: VecDeque<Ticket> = VecDeque::new();
+    let mut items: Vec<[u8; 8]> = Vec::with_capacity(usize::try_from(chunk).unwrap_or(0));
+    let start = Instant::now();
+    while done < n {
+        let mut pushed = 0;
+        while pushed < batch && sent < n && (pending.len() as u64) < window {
+            items.clear();
+            items.extend((sent..(sent + chunk).min(n)).map(u64::to_le_bytes));
+            match c.push_chunk(&opts, &items) {
+                Ok(t) => {
+                    pending.push_back(t);
+                    sent += items.len() as u64;
+                    pushed += 1;
+                }
+                Err(ClientError::Full) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if pushed > 0 {
+            c.flush()?;
+        }
+        let mut got = 0;
+        while let Some(&t) = pending.front() {
+            // Wait only when nothing else can be done (no room to submit, or all submitted).
+            let wait = got == 0 && (pushed == 0 || sent == n);
+            let timeout = if wait {
+                Duration::from_secs(30)
+            } else {
+                Duration::ZERO
+            };
+            match c.wait_for(t, timeout) {
+                Ok(r) => {
+                    pending.pop_front();
+                    for o in r.outcomes()? {
+                        let amp_ipc::chunk::ItemOutcome::Ok(b) = o else {
+                            bail!("chunk item failed: {o:?}");
+                        };
+                        let b: [u8; 8] = b
+                            .try_into()
+                            .map_err(|_| anyhow!("echo returned {} bytes, expected 8", b.len()))?;
+                        sum = sum.wrapping_add(u64::from_le_bytes(b));
+                        done += 1;
+                    }
+                    got += 1;
+                }
+                Err(ClientError::Timeout(_)) if !wait => break,
+                Err(e) => {
+                    return Err(anyhow::Error::from(e).context(format!(
+                        "waiting for chunk results ({done} of {n} items done)"
+                    )))
+                }
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let expected = (u128::from(n) * u128::from(n.saturating_sub(1)) / 2) as u64;
+    if sum != expected {
+        bail!("item checksum {sum} != {expected}: an item was lost, duplicated or altered");
     }
     Ok(n as f64 / secs)
 }
@@ -999,12 +1124,15 @@ fn inner_lat(h: &Histogram<u64>) -> String {
     }
 }
 
-/// One `multiprocessing.Pool` configuration and its runs.
+/// One `multiprocessing.Pool` configuration and its runs, with amp chunked alike.
 #[derive(Debug)]
 struct MpPool {
     chunksize: u64,
     tasks: u64,
     rates: Series,
+    /// amp, 1 worker, chunks of `chunksize` items (not measured at chunksize 1: that is the
+    /// plain run, `Report::amp1`).
+    amp: Tput,
 }
 
 #[derive(Debug)]
@@ -1044,6 +1172,16 @@ impl Report {
             tput("amp, 2 echo workers: no-op tasks/s (same)".into(), &self.amp2.rates),
             tput("amp, 1 echo worker, results by try_result/wait_result".into(), &self.amp1_any.rates),
         ];
+        for m in self.mp.iter().filter(|m| m.chunksize > 1) {
+            rows.push(tput(
+                format!(
+                    "amp, 1 echo worker, chunks of {} items (Client::push_chunk): no-op tasks/s ({} tasks)",
+                    m.chunksize,
+                    p.chunked_items(m.chunksize)
+                ),
+                &m.amp.rates,
+            ));
+        }
         for m in &self.mp {
             rows.push(tput(
                 format!(
@@ -1103,25 +1241,36 @@ impl Report {
                 "blocking waits per task, 1 worker, by ticket",
                 self.amp1.cpu.describe_sleeps(),
             ),
-            one(
-                "CPU taken by other processes during the amp throughput runs",
-                format!(
-                    "{:.0}% / {:.0}% / {:.0}% of the machine",
-                    self.amp1.cpu.others_share() * 100.0,
-                    self.amp2.cpu.others_share() * 100.0,
-                    self.amp1_any.cpu.others_share() * 100.0
-                ),
-            ),
         ]);
-        if let Some(a) = self.amp1.rates.median() {
-            for m in &self.mp {
-                if let Some(r) = m.rates.median() {
-                    rows.push(one(
-                        &format!("amp 1 worker / Pool chunksize {} (medians)", m.chunksize),
-                        format!("{:.2}x", a / r),
-                    ));
-                }
-            }
+        for m in self.mp.iter().filter(|m| m.chunksize > 1) {
+            rows.push(one(
+                &format!("CPU ns per task, 1 worker, chunks of {}", m.chunksize),
+                m.amp.cpu.describe(),
+            ));
+        }
+        rows.extend([one(
+            "CPU taken by other processes during the amp throughput runs",
+            format!(
+                "{:.0}% / {:.0}% / {:.0}% of the machine",
+                self.amp1.cpu.others_share() * 100.0,
+                self.amp2.cpu.others_share() * 100.0,
+                self.amp1_any.cpu.others_share() * 100.0
+            ),
+        )]);
+        for (chunk, ratio) in self.vs_pool() {
+            rows.push(one(
+                &format!(
+                    "amp 1 worker / Pool, both in chunks of {chunk} (medians{})",
+                    if chunk == 1 { "; amp plain tasks" } else { "" }
+                ),
+                format!("{ratio:.2}x"),
+            ));
+        }
+        if let (Some(a), Some((c, r))) = (self.amp1.rates.median(), self.best_mp()) {
+            rows.push(one(
+                &format!("amp 1 worker, plain tasks / fastest Pool (chunksize {c})"),
+                format!("{:.2}x", a / r),
+            ));
         }
         let mut s = String::new();
         let _ = writeln!(s, "| measurement | median | runs |");
@@ -1132,6 +1281,22 @@ impl Report {
         s
     }
 
+    /// amp ÷ Pool at each chunksize measured, both chunking alike (amp's plain tasks at 1):
+    /// (chunksize, ratio of medians).
+    fn vs_pool(&self) -> Vec<(u64, f64)> {
+        self.mp
+            .iter()
+            .filter_map(|m| {
+                let amp = if m.chunksize == 1 {
+                    self.amp1.rates.median()
+                } else {
+                    m.amp.rates.median()
+                };
+                Some((m.chunksize, amp? / m.rates.median()?))
+            })
+            .collect()
+    }
+
     /// The fastest Pool configuration measured: (chunksize, median tasks/s).
     fn best_mp(&self) -> Option<(u64, f64)> {
         self.mp
@@ -1140,13 +1305,18 @@ impl Report {
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
-    /// The last line: `vs_mp_pool` divides by the fastest Pool configuration measured, whose
-    /// chunksize closes the line.
+    /// The last line: `tasks_per_s` is amp's plain tasks (one worker); `vs_mp_pool` is the
+    /// lowest amp ÷ Pool ratio over the chunksizes measured, both chunking alike (amp's plain
+    /// tasks against chunksize 1), and that chunksize closes the line.
     fn summary(&self) -> String {
         let tps = self.amp1.rates.median().unwrap_or(0.0);
-        let (vs, chunk) = match self.best_mp() {
-            Some((c, m)) if m > 0.0 => (format!("{:.2}", tps / m), c.to_string()),
-            _ => ("n/a".into(), "n/a".into()),
+        let (vs, chunk) = match self
+            .vs_pool()
+            .into_iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+        {
+            Some((c, r)) => (format!("{r:.2}"), c.to_string()),
+            None => ("n/a".into(), "n/a".into()),
         };
         format!(
             "tasks_per_s={tps:.0} vs_mp_pool={vs}x rtt_p50_us={:.1} rtt_p99_us={:.1} mp_pool_chunksize={chunk}",

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use amp_ipc::{Outcome, TaskRef, Worker, WorkerError};
+use amp_ipc::{Failure, Outcome, Reply, TaskRef, Worker, WorkerError};
 
 /// Sets up logging to stderr (ampd captures it and tags it with the worker's name).
 pub fn init_tracing() {
@@ -45,6 +45,27 @@ where
     let mut w = Worker::from_env()?;
     w.ready()?;
     w.run(handler)
+}
+
+/// [`serve`] for a handler that writes its result in place ([`Worker::run_reply`]: no
+/// allocation per task or chunk item).
+pub fn serve_reply<F>(handler: F) -> ExitCode
+where
+    F: FnMut(&TaskRef<'_>, &mut Reply<'_>) -> Result<(), Failure>,
+{
+    init_tracing();
+    let run = || -> Result<(), WorkerError> {
+        let mut w = Worker::from_env()?;
+        w.ready()?;
+        w.run_reply(handler)
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// FNV-1a over the payload, repeated `rounds` times (each round hashes the previous digest and

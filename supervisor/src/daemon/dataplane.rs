@@ -376,11 +376,14 @@ impl Daemon {
                     client: serial,
                     tag: h.ticket,
                 };
-                let deadline = (h.timeout_ms > 0)
-                    .then(|| now + Duration::from_millis(u64::from(h.timeout_ms)));
                 let class = usize::try_from(h.class).unwrap_or(usize::MAX);
-                let parent = (h.parent != 0).then_some(TaskId(h.parent));
-                self.intake(now, to, h.kind, class, payload, deadline, key_s, parent);
+                let mut t = NewTask::new(h.kind, class, payload, to);
+                t.deadline = (h.timeout_ms > 0)
+                    .then(|| now + Duration::from_millis(u64::from(h.timeout_ms)));
+                t.parent = (h.parent != 0).then_some(TaskId(h.parent));
+                t.idempotency_key = key_s;
+                t.chunk = h.flags & amp_ipc::chunk::SUBMIT_CHUNK != 0;
+                self.intake(now, t);
             }
         }
         moved
@@ -409,22 +412,10 @@ impl Daemon {
         None
     }
 
-    /// Accepts one submission (from a client ring or the control socket); answers rejections.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site per intake path; a struct would only rename them"
-    )]
-    pub(super) fn intake(
-        &mut self,
-        now: Instant,
-        to: Submitter,
-        kind: u32,
-        class: usize,
-        payload: Vec<u8>,
-        deadline: Option<Instant>,
-        idempotency_key: Option<String>,
-        parent: Option<TaskId>,
-    ) -> Option<TaskId> {
+    /// Accepts one submission (from a client ring, the control socket, a pipeline or a
+    /// trigger); answers rejections.
+    pub(super) fn intake(&mut self, now: Instant, t: NewTask) -> Option<TaskId> {
+        let (to, kind, class) = (t.submitter, t.kind, t.class);
         let reject = |this: &mut Self, reason: String| this.reject(now, to, kind, class, reason);
         if kind as usize >= self.plane.kind_names.len() {
             return reject(self, format!("kind id {kind} is not served by this ampd"));
@@ -439,17 +430,26 @@ impl Daemon {
             return reject(self, format!("priority class {class} does not exist"));
         }
         if let Some(max) = self.plane.max_payload[kind as usize] {
-            if payload.len() > max {
+            if t.payload.len() > max {
                 let kname = &self.plane.kind_names[kind as usize];
-                let reason = format!("payload of {} bytes exceeds the {max} bytes kind {kname}'s workers accept (ring max_record)", payload.len());
+                let reason = format!("payload of {} bytes exceeds the {max} bytes kind {kname}'s workers accept (ring max_record)", t.payload.len());
                 return reject(self, reason);
             }
         }
+        if t.chunk {
+            if let Err(e) = amp_ipc::chunk::validate(&t.payload) {
+                return reject(self, format!("malformed chunk: {e}"));
+            }
+        }
         // Deterministic kinds: identical tasks run once (coalesced), known results are reused.
+        // Not chunks: their result is one per item, not the kind's result for the payload.
         let mut exec_key = None;
-        if let Some(cache) = self.plane.caches[kind as usize].as_mut() {
+        if let Some(cache) = self.plane.caches[kind as usize]
+            .as_mut()
+            .filter(|_| !t.chunk)
+        {
             let kname = &self.plane.kind_names[kind as usize];
-            let key = crate::pipeline::cache::CacheKey::new(kname, &payload);
+            let key = crate::pipeline::cache::CacheKey::new(kname, &t.payload);
             match cache.lookup(now, std::time::SystemTime::now(), &key, to) {
                 crate::pipeline::cache::Lookup::Hit(bytes) => {
                     self.deliver(now, to, TaskId(0), kind, class, FinalOutcome::Ok(bytes));
@@ -459,16 +459,7 @@ impl Daemon {
                 crate::pipeline::cache::Lookup::Execute(k) => exec_key = Some(k),
             }
         }
-        let id = self.submit_new(
-            now,
-            to,
-            kind,
-            class,
-            payload,
-            deadline,
-            idempotency_key,
-            parent,
-        );
+        let id = self.submit_new(now, t);
         if let Some(k) = exec_key {
             match id {
                 Some(id) => {
@@ -499,23 +490,9 @@ impl Daemon {
     }
 
     /// Submits to the delivery core and the kind's queue.
-    #[allow(clippy::too_many_arguments, reason = "the fields of one submission")]
-    fn submit_new(
-        &mut self,
-        now: Instant,
-        to: Submitter,
-        kind: u32,
-        class: usize,
-        payload: Vec<u8>,
-        deadline: Option<Instant>,
-        idempotency_key: Option<String>,
-        parent: Option<TaskId>,
-    ) -> Option<TaskId> {
+    fn submit_new(&mut self, now: Instant, t: NewTask) -> Option<TaskId> {
+        let (to, kind, class) = (t.submitter, t.kind, t.class);
         let reject = |this: &mut Self, reason: String| this.reject(now, to, kind, class, reason);
-        let mut t = NewTask::new(kind, class, payload, to);
-        t.deadline = deadline;
-        t.idempotency_key = idempotency_key;
-        t.parent = parent;
         match self.plane.delivery.submit(now, t) {
             Ok(Submitted::Queued(id)) => {
                 self.plane.meta.insert(
@@ -700,7 +677,11 @@ impl Daemon {
             attempt: info.attempt,
             kind: info.kind,
             class: u32::try_from(info.class).unwrap_or(0),
-            flags: 0,
+            flags: if info.chunk {
+                amp_ipc::chunk::TASK_CHUNK
+            } else {
+                0
+            },
             deadline_ns: info.deadline.map_or(0, |dl| {
                 let left = dl.saturating_duration_since(now);
                 crate::sys::monotonic_ns()
@@ -916,8 +897,9 @@ impl Daemon {
                     payload,
                     parent,
                 } => {
-                    if let Some(id) = self.intake(now, to, kind, class, payload, None, None, parent)
-                    {
+                    let mut t = NewTask::new(kind, class, payload, to);
+                    t.parent = parent;
+                    if let Some(id) = self.intake(now, t) {
                         self.plane.pipeline.bind(to, id);
                     }
                 }
@@ -1084,7 +1066,7 @@ impl Daemon {
                 client: TRIGGER_CLIENT,
                 tag: f.trigger as u64,
             };
-            self.intake(now, to, f.kind, f.class, f.payload, None, None, None);
+            self.intake(now, NewTask::new(f.kind, f.class, f.payload, to));
         }
     }
 
@@ -1153,16 +1135,9 @@ impl Daemon {
             .subtask(TaskId(h.id), parent_kind, h.kind, class)
         {
             Ok(to) => {
-                if let Some(id) = self.intake(
-                    now,
-                    to,
-                    h.kind,
-                    class,
-                    payload,
-                    None,
-                    None,
-                    Some(TaskId(h.id)),
-                ) {
+                let mut t = NewTask::new(h.kind, class, payload, to);
+                t.parent = Some(TaskId(h.id));
+                if let Some(id) = self.intake(now, t) {
                     self.plane.pipeline.bind(to, id);
                 }
             }
@@ -1257,16 +1232,10 @@ impl Daemon {
         };
         let deadline = timeout.map(|t| now + t);
         // A rejection is answered inside intake (and removes the waiter).
-        let id = self.intake(
-            now,
-            to,
-            u32::try_from(k).unwrap_or(0),
-            class,
-            payload,
-            deadline,
-            key,
-            None,
-        )?;
+        let mut t = NewTask::new(u32::try_from(k).unwrap_or(0), class, payload, to);
+        t.deadline = deadline;
+        t.idempotency_key = key;
+        let id = self.intake(now, t)?;
         if wait {
             self.pump();
             None

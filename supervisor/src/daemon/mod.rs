@@ -327,6 +327,8 @@ impl Daemon {
             }
             if self.pump() {
                 self.last_activity = Instant::now();
+            } else if spinning {
+                std::thread::yield_now();
             }
             self.timers();
         }

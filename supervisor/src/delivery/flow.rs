@@ -52,6 +52,7 @@ impl Delivery {
             class: task.class,
             payload: task.payload,
             deadline: task.deadline,
+            chunk: task.chunk,
             attempt: 1,
             first_attempt: 1,
             loops: 0,
@@ -160,6 +161,7 @@ impl Delivery {
             class: t.class,
             deadline: t.deadline,
             payload: &t.payload,
+            chunk: t.chunk,
         })
     }
 

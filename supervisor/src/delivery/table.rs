@@ -51,6 +51,8 @@ pub(super) struct Task {
     pub(super) class: usize,
     pub(super) payload: Vec<u8>,
     pub(super) deadline: Option<Instant>,
+    /// The payload is a chunk of items.
+    pub(super) chunk: bool,
     /// Attempt number of the current (or next) dispatch; what the worker echoes. Never goes
     /// down, so a completion of an earlier attempt can always be told apart.
     pub(super) attempt: u32,

@@ -45,10 +45,13 @@ pub struct NewTask {
     pub parent: Option<TaskId>,
     /// Who gets the outcome.
     pub submitter: Submitter,
+    /// The payload is a chunk of items (`amp_ipc::chunk`): the worker runs its handler per
+    /// item. To the core it is one task.
+    pub chunk: bool,
 }
 
 impl NewTask {
-    /// A task with no deadline, key or parent.
+    /// A task with no deadline, key or parent, not a chunk.
     #[must_use]
     pub const fn new(kind: u32, class: usize, payload: Vec<u8>, submitter: Submitter) -> Self {
         Self {
@@ -59,6 +62,7 @@ impl NewTask {
             idempotency_key: None,
             parent: None,
             submitter,
+            chunk: false,
         }
     }
 }
@@ -273,6 +277,8 @@ pub struct DispatchInfo<'a> {
     pub deadline: Option<Instant>,
     /// The payload to copy into the record.
     pub payload: &'a [u8],
+    /// The payload is a chunk (`TASK_CHUNK` in the record's flags).
+    pub chunk: bool,
 }
 
 /// Where an unfinished task is (see [`super::Delivery::unfinished`]).

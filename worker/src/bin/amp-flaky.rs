@@ -7,7 +7,8 @@
 //! ready, never answer and ignore Shutdown).
 //!
 //! Payload commands (task level): `ok` → Ok(payload); `fail` → non-retryable error; `retry` →
-//! retryable error; `crash` → exit 3; `abort` → SIGABRT; `hang` → never answer; `sleep:MS`; `loop` → a
+//! retryable error; `crash` → exit 3; `crash1` → exit 3 on the first attempt, else as `ok`;
+//! `abort` → SIGABRT; `hang` → never answer; `sleep:MS`; `loop` → a
 //! loopback with the same payload (for loop-limit tests); `fanout:N:KIND` → emits N subtasks
 //! `piece-i` of KIND and answers `parent`.
 use std::process::ExitCode;
@@ -91,6 +92,8 @@ fn main() -> ExitCode {
                 message: "transient failure as asked".into(),
             },
             "crash" => std::process::exit(3),
+            // Crashes on the first attempt only: the retry after the worker's death succeeds.
+            "crash1" if t.attempt == 1 => std::process::exit(3),
             "abort" => std::process::abort(),
             "loop" => Outcome::Loopback {
                 payload: t.payload.to_vec(),
