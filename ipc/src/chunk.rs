@@ -13,7 +13,13 @@
 //!   (at-least-once, like every task), and the submitter gets one result, once;
 //! - each item's outcome (`Ok` bytes, or an error with its `retryable` flag) comes back on its
 //!   own; items that failed are **not** retried by `ampd` — the submitter sees which ones and
-//!   may submit them again.
+//!   may submit them again;
+//! - an item cannot loop back (the runtime answers that item with a failure saying so). A
+//!   worker written against the raw rings that answers a whole chunk with `Loopback` sends it
+//!   round again still flagged a chunk, the new payload being the chunk's (the worker runtime
+//!   checks its framing then and fails a malformed one); subtasks are always plain tasks;
+//! - an idempotency key joins only a submission of the same kind and shape (a chunk key does
+//!   not join a plain task, nor the other way round).
 //!
 //! Wire formats (little-endian, no padding):
 //!

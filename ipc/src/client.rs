@@ -107,9 +107,15 @@ pub enum ClientError {
     /// Socket or doorbell I/O.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// A malformed result record (or a result body that is not a chunk result).
+    /// A malformed result record (or a chunk's result body that is not a chunk result).
     #[error("malformed result from ampd: {0}")]
     Wire(#[from] crate::wire::WireError),
+    /// [`TaskResult::outcomes`] on the result of a plain task (not pushed as a chunk).
+    #[error("ticket {ticket} was not submitted as a chunk: its result has no per-item outcomes")]
+    NotAChunk {
+        /// The ticket.
+        ticket: Ticket,
+    },
     /// Typed payload encoding.
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -140,6 +146,9 @@ pub struct TaskResult {
     pub latency: Duration,
     /// Result bytes (Ok) or a message.
     pub body: Vec<u8>,
+    /// Whether the submission was a chunk ([`Client::push_chunk`]): the body (when Ok) holds
+    /// one outcome per item, read with [`outcomes`](Self::outcomes).
+    pub chunk: bool,
 }
 
 impl TaskResult {
@@ -154,9 +163,14 @@ impl TaskResult {
     /// # Errors
     /// [`ClientError::TaskFailed`] when the chunk as a whole did not succeed (rejected,
     /// failed, dead-lettered, past its deadline: every item shares that end);
-    /// [`ClientError::Wire`] when the body is not a chunk result (the ticket was not a chunk,
-    /// or the worker does not speak chunks).
+    /// [`ClientError::NotAChunk`] when the ticket was a plain task; [`ClientError::Wire`]
+    /// when the body is not a well-formed chunk result.
     pub fn outcomes(&self) -> Result<chunk::Outcomes<'_>, ClientError> {
+        if !self.chunk {
+            return Err(ClientError::NotAChunk {
+                ticket: self.ticket,
+            });
+        }
         if self.status != ResultStatus::Ok {
             return Err(ClientError::TaskFailed {
                 task_id: self.task_id,
@@ -201,6 +215,8 @@ pub struct Client {
     arrivals: std::collections::VecDeque<Ticket>,
     /// Submissions pushed but not yet published.
     unflushed: bool,
+    /// Tickets of chunks whose result has not arrived yet.
+    chunks: std::collections::HashSet<Ticket>,
 }
 
 /// Results read but not yet taken, by ticket. Tickets are issued in sequence and results come
@@ -433,6 +449,7 @@ impl Client {
             last_kind: None,
             arrivals: std::collections::VecDeque::new(),
             unflushed: false,
+            chunks: std::collections::HashSet::new(),
         })
     }
 
@@ -530,6 +547,25 @@ impl Client {
         Ok(t)
     }
 
+    /// Queues a submission whose header carries `flags` as given and whose payload is sent as
+    /// is: for tests of ampd's intake (flags it does not know, a malformed chunk). Not for
+    /// applications: [`push`](Self::push) and [`push_chunk`](Self::push_chunk) write valid
+    /// records.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    #[doc(hidden)]
+    pub fn push_raw(
+        &mut self,
+        opts: &Submit<'_>,
+        flags: u32,
+        payload: &[u8],
+    ) -> Result<Ticket, ClientError> {
+        self.push_with(opts, flags, payload.len(), |out| {
+            out.copy_from_slice(payload);
+        })
+    }
+
     /// Writes a submission record: header with `flags`, the idempotency key if any, and a
     /// payload of `payload_len` bytes written by `write`.
     fn push_with(
@@ -578,6 +614,9 @@ impl Client {
         }
         write(&mut r[at..]);
         r.commit();
+        if flags & chunk::SUBMIT_CHUNK != 0 {
+            self.chunks.insert(ticket);
+        }
         self.next_ticket += 1;
         self.unflushed = true;
         Ok(ticket)
@@ -670,6 +709,7 @@ impl Client {
                     attempts: h.attempts,
                     latency: Duration::from_nanos(h.latency_ns),
                     body: body.to_vec(),
+                    chunk: !self.chunks.is_empty() && self.chunks.remove(&h.ticket),
                 },
             );
             n += 1;
@@ -792,6 +832,7 @@ mod tests {
             attempts: 1,
             latency: Duration::ZERO,
             body: ticket.to_le_bytes().to_vec(),
+            chunk: false,
         }
     }
 

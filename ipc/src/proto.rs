@@ -19,7 +19,10 @@ use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
 
 /// Version of the control protocol and of the record formats in [`crate::wire`].
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: task records may carry `TASK_CHUNK` ([`crate::chunk`]); a worker built before it would
+/// treat a chunk as one plain task, so ampd refuses it.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Environment variable carrying the one-shot server name.
 pub const ENV_CONTROL: &str = "AMP_CONTROL";

@@ -30,6 +30,9 @@ pub const SUBMIT_HEADER_SIZE: usize = 32;
 pub const RESULT_HEADER_SIZE: usize = 32;
 /// `SubmitHeader::flags` bit: the body starts with a `u16` length and an idempotency key.
 pub const SUBMIT_HAS_KEY: u32 = 1;
+/// Every `SubmitHeader::flags` bit this protocol version defines; ampd refuses a submission
+/// with any other bit set (a newer client's meaning it would otherwise ignore).
+pub const SUBMIT_KNOWN_FLAGS: u32 = SUBMIT_HAS_KEY | crate::chunk::SUBMIT_CHUNK;
 
 /// A decoded submission: header, optional idempotency key, payload.
 pub type Submission<'a> = (SubmitHeader, Option<&'a [u8]>, &'a [u8]);

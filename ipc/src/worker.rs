@@ -491,11 +491,7 @@ impl Worker {
             // a ring error and the task being retried into the same wall.
             too_large = Outcome::Err {
                 retryable: false,
-                message: format!(
-                    "the result of {} bytes exceeds the completions ring's max_record of {}                      bytes (with its {COMPLETION_HEADER_SIZE}-byte header)",
-                    outcome.body_len(),
-                    max
-                ),
+                message: too_large_message(outcome.body_len(), max),
             };
             &too_large
         } else {
@@ -587,7 +583,7 @@ impl Worker {
     {
         self.serve(|t, chunk, spare, emitter| {
             if chunk {
-                run_chunk(t, spare, |t| handler(t, emitter))
+                run_chunk(t, std::mem::take(spare), |t| handler(t, emitter))
             } else {
                 handler(t, emitter)
             }
@@ -617,13 +613,14 @@ impl Worker {
     where
         F: FnMut(&TaskRef<'_>, &mut Reply<'_>) -> Result<(), Failure>,
     {
-        self.serve(|t, chunk, mut spare, _| {
+        self.serve(|t, chunk, spare, _| {
             if chunk {
-                return run_chunk_reply(t, spare, &mut handler);
+                return run_chunk_reply(t, std::mem::take(spare), &mut handler);
             }
             spare.clear();
-            match handler(t, &mut Reply(&mut spare)) {
-                Ok(()) => Outcome::Ok(spare),
+            // On a failure the buffer stays the next task's spare.
+            match handler(t, &mut Reply::new(spare)) {
+                Ok(()) => Outcome::Ok(std::mem::take(spare)),
                 Err(f) => Outcome::Err {
                     retryable: f.retryable,
                     message: f.message,
@@ -633,12 +630,14 @@ impl Worker {
     }
 
     /// The task loop under `run_with` and `run_reply`: `handle(task, is_chunk, spare buffer,
-    /// emitter)` makes each task's outcome; the buffer of an `Ok` outcome comes back as the
-    /// next task's spare.
+    /// emitter)` makes each task's outcome, taking the spare buffer for an `Ok` outcome; that
+    /// buffer comes back as the next task's spare (dropped if it grew past `max_record`, the
+    /// most a result can be).
     fn serve<F>(&mut self, mut handle: F) -> Result<(), WorkerError>
     where
-        F: FnMut(&TaskRef<'_>, bool, Vec<u8>, &mut Emitter) -> Outcome,
+        F: FnMut(&TaskRef<'_>, bool, &mut Vec<u8>, &mut Emitter) -> Outcome,
     {
+        let max = self.end.completions.producer().max_record() as usize;
         let mut emitter = Emitter::default();
         let mut spare = Vec::new();
         loop {
@@ -668,7 +667,7 @@ impl Worker {
                 };
                 let start = Instant::now();
                 let chunk = h.flags & chunk::TASK_CHUNK != 0;
-                let outcome = handle(&t, chunk, std::mem::take(&mut spare), &mut emitter);
+                let outcome = handle(&t, chunk, &mut spare, &mut emitter);
                 let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 (h, outcome, busy)
             };
@@ -678,7 +677,9 @@ impl Worker {
             }
             self.complete_raw(h.id, h.attempt, &outcome, busy, f64::NAN)?;
             if let Outcome::Ok(buf) = outcome {
-                spare = buf;
+                if buf.capacity() <= max {
+                    spare = buf;
+                }
             }
         }
     }
@@ -695,8 +696,10 @@ impl Worker {
                 "subtask kind {kind:?} is not served by this ampd"
             )));
         };
+        // A subtask is a plain task whatever its parent was (flags: not a chunk).
         let h = TaskHeader {
             kind: kid,
+            flags: 0,
             ..*parent
         };
         let len = crate::wire::TASK_HEADER_SIZE + payload.len();
@@ -719,40 +722,63 @@ impl Worker {
     }
 }
 
-/// Where a [`Worker::run_reply`] handler writes its result: append-only.
+/// Where a [`Worker::run_reply`] handler writes its result: append-only. Inside a chunk it
+/// appends to the chunk's result, so [`len`](Self::len) counts only this result's bytes.
+///
+/// ```
+/// use std::io::Write;
+/// let mut buf = b"earlier".to_vec();
+/// let mut reply = amp_ipc::Reply::new(&mut buf);
+/// assert!(reply.is_empty());
+/// write!(reply, "{}", 42).unwrap();
+/// reply.push(b'!');
+/// assert_eq!(reply.len(), 3);
+/// assert_eq!(buf, b"earlier42!");
+/// ```
 #[derive(Debug)]
-pub struct Reply<'a>(&'a mut Vec<u8>);
+pub struct Reply<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+}
 
-impl Reply<'_> {
+impl<'a> Reply<'a> {
+    /// A reply appending to `buf` (what `buf` holds already is not part of it). The runtime
+    /// makes these; this is for testing a handler on its own.
+    #[inline]
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
+        let start = buf.len();
+        Self { buf, start }
+    }
+
     /// Appends bytes to the result.
     #[inline]
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Appends one byte.
     #[inline]
     pub fn push(&mut self, byte: u8) {
-        self.0.push(byte);
+        self.buf.push(byte);
     }
 
-    /// Bytes written so far.
+    /// Bytes of this result written so far.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.buf.len() - self.start
     }
 
-    /// Whether nothing was written yet.
+    /// Whether nothing of this result was written yet.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
 impl std::io::Write for Reply<'_> {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
+        self.buf.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -807,7 +833,7 @@ where
     for (i, payload) in (0u32..).zip(items) {
         let item = item_ref(t, i, payload);
         results
-            .push_with(|out| handler(&item, &mut Reply(out)).map_err(|f| (f.retryable, f.message)));
+            .push_with(|out| handler(&item, &mut Reply::new(out)).map_err(|f| (f.retryable, f.message)));
     }
     Outcome::Ok(results.finish())
 }
@@ -833,6 +859,17 @@ fn run_chunk(
         }
     }
     Outcome::Ok(results.finish())
+}
+
+/// The failure message for a result of `len` bytes that does not fit a completion record of at
+/// most `max` bytes, cut so that it fits itself (ASCII, so any cut is a char boundary).
+fn too_large_message(len: usize, max: usize) -> String {
+    let mut m = format!(
+        "the result of {len} bytes exceeds the completions ring's max_record of {max} bytes \
+         (with its {COMPLETION_HEADER_SIZE}-byte header)"
+    );
+    m.truncate(max.saturating_sub(COMPLETION_HEADER_SIZE));
+    m
 }
 
 /// Publishes that task `id` is being run (`running_task`, `tasks_taken` in the control block):
@@ -912,4 +949,88 @@ fn spawn_control_thread(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_task(payload: &[u8]) -> TaskRef<'_> {
+        TaskRef {
+            id: 7,
+            attempt: 1,
+            kind: 0,
+            class: 0,
+            deadline_ns: 0,
+            item: None,
+            payload,
+        }
+    }
+
+    /// Inside a chunk each item's `Reply` counts only its own bytes, each item sees its index,
+    /// and a failed item's partial writes are dropped.
+    #[test]
+    fn chunk_items_get_their_own_reply_and_index() {
+        let items: [&[u8]; 3] = [b"a", b"bcd", b"fail"];
+        let mut payload = vec![0; chunk::encoded_len(&items)];
+        chunk::encode(&items, &mut payload);
+        let mut seen = Vec::new();
+        let outcome = run_chunk_reply(&chunk_task(&payload), Vec::new(), &mut |t, reply| {
+            assert!(reply.is_empty(), "item {:?} starts with an empty reply", t.item);
+            reply.extend_from_slice(t.payload);
+            reply.push(b'.');
+            seen.push((t.item, reply.len()));
+            if t.payload == b"fail" {
+                return Err(Failure {
+                    retryable: true,
+                    message: "no".into(),
+                });
+            }
+            Ok(())
+        });
+        assert_eq!(seen, [(Some(0), 2), (Some(1), 4), (Some(2), 5)]);
+        let Outcome::Ok(body) = outcome else {
+            panic!("a chunk is answered Ok: {outcome:?}");
+        };
+        let got: Vec<_> = chunk::outcomes(&body).unwrap().collect();
+        assert_eq!(
+            got,
+            [
+                chunk::ItemOutcome::Ok(b"a."),
+                chunk::ItemOutcome::Ok(b"bcd."),
+                chunk::ItemOutcome::Err {
+                    retryable: true,
+                    message: b"no"
+                },
+            ]
+        );
+    }
+
+    /// A malformed chunk is one non-retryable failure naming it.
+    #[test]
+    fn a_malformed_chunk_fails_as_a_whole() {
+        let outcome = run_chunk_reply(&chunk_task(&[9, 0, 0, 0]), Vec::new(), &mut |_, _| {
+            panic!("no item of a malformed chunk is run")
+        });
+        assert!(
+            matches!(&outcome, Outcome::Err { retryable: false, message } if message.starts_with("malformed chunk")),
+            "{outcome:?}"
+        );
+    }
+
+    /// The too-large message names both sizes and always fits the record it travels in.
+    #[test]
+    fn the_too_large_message_fits() {
+        let m = too_large_message(70_000, 65_536);
+        assert_eq!(
+            m,
+            format!(
+                "the result of 70000 bytes exceeds the completions ring's max_record of 65536 \
+                 bytes (with its {COMPLETION_HEADER_SIZE}-byte header)"
+            )
+        );
+        for max in [0, 1, COMPLETION_HEADER_SIZE, COMPLETION_HEADER_SIZE + 10, 100, 200] {
+            assert!(COMPLETION_HEADER_SIZE + too_large_message(1 << 20, max).len() <= max.max(COMPLETION_HEADER_SIZE));
+        }
+    }
 }

@@ -62,13 +62,15 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
         let r = c.wait_for(*t, T).unwrap();
         assert_eq!(r.status, ResultStatus::Ok, "{}", r.text());
         assert_eq!(r.attempts, 1);
+        assert!(r.chunk);
         let want: Vec<_> = items.iter().cloned().map(Ok).collect();
         assert_eq!(outcomes(&r), want, "chunk of {} items", items.len());
     }
     let r = c.wait_for(plain, T).unwrap();
     assert_eq!(r.body, b"plain");
+    assert!(!r.chunk);
     assert!(
-        matches!(r.outcomes(), Err(ClientError::Wire(_))),
+        matches!(r.outcomes(), Err(ClientError::NotAChunk { ticket }) if ticket == plain),
         "a plain result is not read as a chunk"
     );
     // 20 000 items of 4 bytes: 160 004 bytes, more than the 64 KiB a record may hold.
@@ -127,6 +129,160 @@ kinds = ["flaky"]
     assert_eq!(got.len(), 5);
     drop(c);
     let _ = d.shutdown(T);
+}
+
+/// The in-place runtime (`Worker::run_reply`, amp-flaky --reply): a handler's failure answers
+/// a plain task or an item with it, and the tasks and items after it are answered with their
+/// own bytes (the reused buffer holds nothing of the failure or of earlier results).
+#[test]
+fn run_reply_failures_for_tasks_and_items() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.flaky]
+command = "amp-flaky"
+args = ["--reply"]
+kinds = ["flaky"]
+"#,
+    );
+    d.wait_ready(&["flaky"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let mut plain = Vec::new();
+    for p in [&b"first"[..], b"fail", b"retry", b"x", b"loop", b"after"] {
+        plain.push((c.push(&opts("flaky"), p).unwrap(), p));
+    }
+    let items: [&[u8]; 4] = [b"fail", b"ok", b"retry", b"last"];
+    let chunk = c.push_chunk(&opts("flaky"), &items).unwrap();
+    c.flush().unwrap();
+    for (t, p) in plain {
+        let r = c.wait_for(t, T).unwrap();
+        let want = match p {
+            b"fail" => (ResultStatus::Failed, "failed as asked".to_owned(), 1),
+            b"loop" => (
+                ResultStatus::Failed,
+                "loop and fanout need amp-flaky without --reply".to_owned(),
+                1,
+            ),
+            b"retry" => (
+                ResultStatus::DeadLettered,
+                "transient failure as asked".to_owned(),
+                3,
+            ),
+            _ => (ResultStatus::Ok, String::from_utf8_lossy(p).into_owned(), 1),
+        };
+        assert_eq!((r.status, r.attempts), (want.0, want.2), "payload {p:?}");
+        if r.status == ResultStatus::Ok {
+            assert_eq!(r.body, p, "exactly the task's own bytes");
+        } else {
+            assert!(r.text().ends_with(&want.1), "payload {p:?}: {}", r.text());
+        }
+    }
+    let r = c.wait_for(chunk, T).unwrap();
+    assert_eq!(
+        outcomes(&r),
+        [
+            Err((false, "failed as asked".to_owned())),
+            Ok(b"ok".to_vec()),
+            Err((true, "transient failure as asked".to_owned())),
+            Ok(b"last".to_vec()),
+        ]
+    );
+    drop(c);
+    let st = d.shutdown(T);
+    assert!(st.success(), "{}", d.log_text());
+}
+
+/// ampd checks what a client wrote: a chunk whose framing is wrong and a submission with flags
+/// this protocol does not define are rejected with a reason, counted, and nothing reaches a
+/// worker; the client's next valid task runs.
+#[test]
+fn malformed_chunks_and_unknown_flags_are_rejected_at_intake() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.echo]
+command = "amp-echo"
+kinds = ["echo"]
+"#,
+    );
+    d.wait_ready(&["echo"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    // Claims 9 items, holds none.
+    let bad_count = c
+        .push_raw(&opts("echo"), amp_ipc::chunk::SUBMIT_CHUNK, &[9, 0, 0, 0])
+        .unwrap();
+    // One item whose length runs past the end.
+    let bad_len = c
+        .push_raw(
+            &opts("echo"),
+            amp_ipc::chunk::SUBMIT_CHUNK,
+            &[1, 0, 0, 0, 200, 0, 0, 0, b'x'],
+        )
+        .unwrap();
+    let unknown = c.push_raw(&opts("echo"), 0x80, b"x").unwrap();
+    let good = c.push(&opts("echo"), b"fine").unwrap();
+    c.flush().unwrap();
+    for t in [bad_count, bad_len] {
+        let r = c.wait_for(t, T).unwrap();
+        assert_eq!(r.status, ResultStatus::Rejected, "{}", r.text());
+        assert!(r.text().starts_with("malformed chunk"), "{}", r.text());
+    }
+    let r = c.wait_for(unknown, T).unwrap();
+    assert_eq!(r.status, ResultStatus::Rejected, "{}", r.text());
+    assert!(
+        r.text().contains("unknown submission flags 0x80"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(c.wait_for(good, T).unwrap().body, b"fine");
+    let s = d.status();
+    let q = s.queues.iter().find(|q| q.kind == "echo").unwrap();
+    assert_eq!((q.rejected, q.dispatched), (3, 1), "{q:?}");
+    drop(c);
+    let st = d.shutdown(T);
+    assert!(st.success(), "{}", d.log_text());
+}
+
+/// A deterministic kind caches results per payload, but a chunk's result is one per item, not
+/// the kind's result for that payload: chunks are neither answered from the cache nor cached.
+#[test]
+fn chunks_bypass_the_result_cache() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.echo]
+command = "amp-echo"
+kinds = ["echo"]
+[kinds.echo]
+deterministic = true
+"#,
+    );
+    d.wait_ready(&["echo"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let items: [&[u8]; 2] = [b"a", b"b"];
+    let payload = {
+        let mut p = vec![0; amp_ipc::chunk::encoded_len(&items)];
+        amp_ipc::chunk::encode(&items, &mut p);
+        p
+    };
+    // The plain task with the chunk's bytes as payload runs and is cached ...
+    let t = c.submit("echo", &payload).unwrap();
+    assert_eq!(c.wait_for(t, T).unwrap().body, payload);
+    // ... yet the chunk runs (item by item), twice.
+    for _ in 0..2 {
+        let t = c.submit_chunk(&opts("echo"), &items).unwrap();
+        let r = c.wait_for(t, T).unwrap();
+        assert_eq!(outcomes(&r), [Ok(b"a".to_vec()), Ok(b"b".to_vec())]);
+    }
+    // And the plain task is still a hit: dispatched = 1 plain + 2 chunks.
+    let t = c.submit("echo", &payload).unwrap();
+    assert_eq!(c.wait_for(t, T).unwrap().body, payload);
+    let s = d.status();
+    let q = s.queues.iter().find(|q| q.kind == "echo").unwrap();
+    assert_eq!(q.dispatched, 3, "{q:?}");
+    drop(c);
+    let st = d.shutdown(T);
+    assert!(st.success(), "{}", d.log_text());
 }
 
 /// A worker dying in the middle of a chunk: the whole chunk runs again on the restarted
@@ -207,6 +363,9 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
     let t = c.submit("echo", b"still here").unwrap();
     let r = c.wait_for(t, T).unwrap();
     assert_eq!(r.body, b"still here");
+    let w = d.status();
+    let echo = w.workers.iter().find(|w| w.name == "echo").unwrap();
+    assert_eq!(echo.restarts, 0, "the worker did not stop: {echo:?}");
     drop(c);
     let st = d.shutdown(T);
     assert!(st.success(), "{}", d.log_text());

@@ -335,7 +335,10 @@ restart = "never"
     assert!(!st.success());
     let log = d.log_text();
     assert!(
-        log.contains("worker old speaks amp protocol 99 but ampd speaks 1"),
+        log.contains(&format!(
+            "worker old speaks amp protocol 99 but ampd speaks {}",
+            amp_ipc::proto::PROTOCOL_VERSION
+        )),
         "{log}"
     );
     assert!(

@@ -226,6 +226,11 @@ impl Consumer {
     /// [`RingError::Corrupt`] as for [`read`](Self::read); the records before the corrupt one
     /// were handed to `f` and are released.
     ///
+    /// # Panics
+    /// Only if `f` panics. The records of this batch are then neither marked read nor released
+    /// (the consumer's indices are written back only at the end), so a consumer that catches the
+    /// panic and goes on reads the whole batch again: at-least-once, like a crash.
+    ///
     /// ```
     /// let (mut tx, mut rx) = amp_ipc::ring::local(4096, 256)?;
     /// for i in 0..3u8 {

@@ -377,6 +377,15 @@ impl Daemon {
                     tag: h.ticket,
                 };
                 let class = usize::try_from(h.class).unwrap_or(usize::MAX);
+                let unknown = h.flags & !amp_ipc::wire::SUBMIT_KNOWN_FLAGS;
+                if unknown != 0 {
+                    let reason = format!(
+                        "unknown submission flags {unknown:#x} (this ampd knows {:#x})",
+                        amp_ipc::wire::SUBMIT_KNOWN_FLAGS
+                    );
+                    self.reject(now, to, h.kind, class, reason);
+                    continue;
+                }
                 let mut t = NewTask::new(h.kind, class, payload, to);
                 t.deadline = (h.timeout_ms > 0)
                     .then(|| now + Duration::from_millis(u64::from(h.timeout_ms)));

@@ -32,7 +32,7 @@ impl Delivery {
             });
         }
         if let Some(&id) = task.idempotency_key.as_ref().and_then(|k| self.keys.get(k)) {
-            return self.join(id, task.submitter);
+            return self.join(id, &task);
         }
         if task.deadline.is_some_and(|d| d <= now) {
             return Err(SubmitError::DeadlinePassed);
@@ -107,12 +107,23 @@ impl Delivery {
         true
     }
 
-    /// A submission with the key of task `id`.
-    fn join(&mut self, id: TaskId, submitter: super::Submitter) -> Result<Submitted, SubmitError> {
+    /// A submission (`new`) with the key of task `id`: joins it if it is the same kind of task.
+    fn join(&mut self, id: TaskId, new: &NewTask) -> Result<Submitted, SubmitError> {
         let Some(key) = self.key_of(id).filter(|&k| !self.tasks[k].answered) else {
             return Err(SubmitError::AlreadyFinished { id });
         };
+        let submitter = new.submitter;
         let t = &mut self.tasks[key];
+        let other = if t.kind != new.kind {
+            Some("of another kind")
+        } else if t.chunk != new.chunk {
+            Some(if t.chunk { "a chunk" } else { "not a chunk" })
+        } else {
+            None
+        };
+        if let Some(other) = other {
+            return Err(SubmitError::KeyConflict { id, other });
+        }
         if t.submitter != submitter && !t.joined().contains(&submitter) {
             t.extra_mut().joined.push(submitter);
             self.awaiting += 1;

@@ -152,6 +152,15 @@ pub enum SubmitError {
         /// That task.
         id: TaskId,
     },
+    /// The idempotency key belongs to a task of another kind, or a chunk where this is a
+    /// plain task (or the other way round): joining it would answer with another task's result.
+    #[error("the idempotency key belongs to task {id}, which is {other}; use another key")]
+    KeyConflict {
+        /// The task holding the key.
+        id: TaskId,
+        /// How it differs ("of another kind", "a chunk", "not a chunk").
+        other: &'static str,
+    },
 }
 
 /// Why a dead-letter operation did nothing.

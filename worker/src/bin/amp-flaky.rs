@@ -4,7 +4,8 @@
 //! (connect but never report ready), `--ready-delay-ms N`, `--ignore-sigterm`,
 //! `--spawn-grandchild` (start `sleep 1000` as a child first), `--crash-after N` (exit 3 after N
 //! tasks), `--protocol N` (announce another protocol version), `--exit-after-ready CODE`, `--hang` (after
-//! ready, never answer and ignore Shutdown).
+//! ready, never answer and ignore Shutdown), `--reply` (run with `Worker::run_reply`, results
+//! written in place; `loop` and `fanout` then fail).
 //!
 //! Payload commands (task level): `ok` → Ok(payload); `fail` → non-retryable error; `retry` →
 //! retryable error; `crash` → exit 3; `crash1` → exit 3 on the first attempt, else as `ok`;
@@ -14,7 +15,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use amp_ipc::{Outcome, Worker};
+use amp_ipc::{Failure, Outcome, TaskRef, Worker};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     args.iter()
@@ -75,57 +76,102 @@ fn main() -> ExitCode {
     }
     let crash_after = arg::<u64>(&args, "--crash-after");
     let mut done = 0u64;
-    let r = w.run_with(move |t, emit| {
+    let mut count = move || {
         done += 1;
         if crash_after.is_some_and(|n| done > n) {
             eprintln!("amp-flaky: crashing after {} tasks as asked", done - 1);
             std::process::exit(3);
         }
-        let cmd = String::from_utf8_lossy(t.payload);
-        match cmd.trim().trim_matches('"') {
-            "fail" => Outcome::Err {
-                retryable: false,
-                message: "failed as asked".into(),
-            },
-            "retry" => Outcome::Err {
-                retryable: true,
-                message: "transient failure as asked".into(),
-            },
-            "crash" => std::process::exit(3),
-            // Crashes on the first attempt only: the retry after the worker's death succeeds.
-            "crash1" if t.attempt == 1 => std::process::exit(3),
-            "abort" => std::process::abort(),
-            "loop" => Outcome::Loopback {
-                payload: t.payload.to_vec(),
-                reason: "asked to loop".into(),
-            },
-            "hang" => loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            },
-            c if c.starts_with("fanout:") => {
-                // fanout:N:KIND emits N subtasks "piece-i" of KIND.
-                let mut parts = c[7..].splitn(2, ':');
-                let n: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                let kind = parts.next().unwrap_or("");
-                for i in 0..n {
-                    emit.subtask(kind, format!("piece-{i}").into_bytes());
+    };
+    let r = if has("--reply") {
+        // The in-place runtime (Worker::run_reply): results written into a Reply.
+        w.run_reply(move |t, reply| {
+            count();
+            match command(t) {
+                Command::Answer => {
+                    reply.extend_from_slice(t.payload);
+                    Ok(())
                 }
-                Outcome::Ok(b"parent".to_vec())
+                Command::Fail(f) => Err(f),
+                Command::Loop | Command::Fanout(..) => Err(Failure {
+                    retryable: false,
+                    message: "loop and fanout need amp-flaky without --reply".into(),
+                }),
             }
-            c if c.starts_with("sleep:") => {
-                let ms: u64 = c[6..].parse().unwrap_or(0);
-                std::thread::sleep(Duration::from_millis(ms));
-                Outcome::Ok(t.payload.to_vec())
+        })
+    } else {
+        w.run_with(move |t, emit| {
+            count();
+            match command(t) {
+                Command::Answer => Outcome::Ok(t.payload.to_vec()),
+                Command::Fail(f) => Outcome::Err {
+                    retryable: f.retryable,
+                    message: f.message,
+                },
+                Command::Loop => Outcome::Loopback {
+                    payload: t.payload.to_vec(),
+                    reason: "asked to loop".into(),
+                },
+                Command::Fanout(n, kind) => {
+                    for i in 0..n {
+                        emit.subtask(&kind, format!("piece-{i}").into_bytes());
+                    }
+                    Outcome::Ok(b"parent".to_vec())
+                }
             }
-            _ => Outcome::Ok(t.payload.to_vec()),
-        }
-    });
+        })
+    };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What a task's payload asks for, once the commands that act at once (crash, hang, sleep)
+/// have acted.
+enum Command {
+    /// Answer the payload.
+    Answer,
+    Fail(Failure),
+    Loop,
+    /// `fanout:N:KIND`.
+    Fanout(usize, String),
+}
+
+fn command(t: &TaskRef<'_>) -> Command {
+    let cmd = String::from_utf8_lossy(t.payload);
+    let fail = |retryable, message: &str| {
+        Command::Fail(Failure {
+            retryable,
+            message: message.into(),
+        })
+    };
+    match cmd.trim().trim_matches('"') {
+        "fail" => fail(false, "failed as asked"),
+        "retry" => fail(true, "transient failure as asked"),
+        "crash" => std::process::exit(3),
+        // Crashes on the first attempt only: the retry after the worker's death succeeds.
+        "crash1" if t.attempt == 1 => std::process::exit(3),
+        "abort" => std::process::abort(),
+        "loop" => Command::Loop,
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        c if c.starts_with("fanout:") => {
+            // fanout:N:KIND emits N subtasks "piece-i" of KIND.
+            let mut parts = c[7..].splitn(2, ':');
+            let n: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            Command::Fanout(n, parts.next().unwrap_or("").to_owned())
+        }
+        c if c.starts_with("sleep:") => {
+            let ms: u64 = c[6..].parse().unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+            Command::Answer
+        }
+        _ => Command::Answer,
     }
 }
 

@@ -23,6 +23,17 @@ fn a_duplicate_key_joins_the_task_and_every_submitter_is_answered_once() {
     let (other, _) = keyed(&mut h, "order-18");
     assert_ne!(other.unwrap().id(), id);
     assert_eq!(h.d.census().total(), 2, "the join made no new task");
+    // The key of a plain task does not join a chunk, (nor a task of another kind).
+    let mut chunk = NewTask::new(0, 0, vec![0; 4], h.submitter());
+    chunk.chunk = true;
+    chunk.idempotency_key = Some("order-17".into());
+    assert_eq!(
+        h.d.submit(h.now, chunk),
+        Err(SubmitError::KeyConflict {
+            id,
+            other: "not a chunk"
+        })
+    );
     let a = h.dispatch(id, 0);
     // Still unanswered while in flight: a third submitter joins too.
     let (r3, w3) = keyed(&mut h, "order-17");
@@ -46,6 +57,27 @@ fn a_duplicate_key_joins_the_task_and_every_submitter_is_answered_once() {
     // Answered and remembered: a resubmission is refused, not run again.
     let (r4, _) = keyed(&mut h, "order-17");
     assert_eq!(r4, Err(SubmitError::AlreadyFinished { id }));
+}
+
+#[test]
+fn a_key_does_not_join_a_task_of_another_kind_or_shape() {
+    let mut h = H::new(vec![kind(1), kind(1)], opts());
+    let (r, _) = keyed(&mut h, "k");
+    let id = r.unwrap().id();
+    let mut other_kind = NewTask::new(1, 0, b"k".to_vec(), h.submitter());
+    other_kind.idempotency_key = Some("k".into());
+    let e = h.d.submit(h.now, other_kind).unwrap_err();
+    assert_eq!(
+        e,
+        SubmitError::KeyConflict {
+            id,
+            other: "of another kind"
+        }
+    );
+    assert!(e.to_string().contains(&format!("task {id}")), "{e}");
+    h.d.check_invariants();
+    assert_eq!(h.d.census().total(), 1, "nothing was queued or joined");
+    assert_eq!(h.d.stats().total.joined, 0);
 }
 
 #[test]
