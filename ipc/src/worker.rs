@@ -832,8 +832,9 @@ where
     let mut results = chunk::Results::new(buf);
     for (i, payload) in (0u32..).zip(items) {
         let item = item_ref(t, i, payload);
-        results
-            .push_with(|out| handler(&item, &mut Reply::new(out)).map_err(|f| (f.retryable, f.message)));
+        results.push_with(|out| {
+            handler(&item, &mut Reply::new(out)).map_err(|f| (f.retryable, f.message))
+        });
     }
     Outcome::Ok(results.finish())
 }
@@ -976,7 +977,11 @@ mod tests {
         chunk::encode(&items, &mut payload);
         let mut seen = Vec::new();
         let outcome = run_chunk_reply(&chunk_task(&payload), Vec::new(), &mut |t, reply| {
-            assert!(reply.is_empty(), "item {:?} starts with an empty reply", t.item);
+            assert!(
+                reply.is_empty(),
+                "item {:?} starts with an empty reply",
+                t.item
+            );
             reply.extend_from_slice(t.payload);
             reply.push(b'.');
             seen.push((t.item, reply.len()));
@@ -1029,8 +1034,18 @@ mod tests {
                  bytes (with its {COMPLETION_HEADER_SIZE}-byte header)"
             )
         );
-        for max in [0, 1, COMPLETION_HEADER_SIZE, COMPLETION_HEADER_SIZE + 10, 100, 200] {
-            assert!(COMPLETION_HEADER_SIZE + too_large_message(1 << 20, max).len() <= max.max(COMPLETION_HEADER_SIZE));
+        for max in [
+            0,
+            1,
+            COMPLETION_HEADER_SIZE,
+            COMPLETION_HEADER_SIZE + 10,
+            100,
+            200,
+        ] {
+            assert!(
+                COMPLETION_HEADER_SIZE + too_large_message(1 << 20, max).len()
+                    <= max.max(COMPLETION_HEADER_SIZE)
+            );
         }
     }
 }

@@ -226,9 +226,7 @@ impl Sim {
                         self.queues.entry(q).or_default().push_back(id);
                     }
                     Ok(Submitted::Joined(_)) => self.accepted.push(who),
-                    Err(
-                        SubmitError::AlreadyFinished { .. } | SubmitError::KeyConflict { .. },
-                    ) => {}
+                    Err(SubmitError::AlreadyFinished { .. } | SubmitError::KeyConflict { .. }) => {}
                     Err(e) => panic!("unexpected refusal: {e}"),
                 }
             }
