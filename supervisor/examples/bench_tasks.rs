@@ -9,9 +9,10 @@
 //! ```
 //! (`scripts/bench-tasks` does both.) Two ampd instances are started from private temporary
 //! configs (socket and shared-memory prefix of their own; one with one `amp-echo` process, one
-//! with two; 16 MiB rings, concurrency = window, `queue_limit` 1 000 000, `batch` 1024) and stay
-//! up for the whole run. The measurements are interleaved (amp 1 worker, amp 2 workers, amp 1
-//! worker draining by `try_result`, round trips, Pool; repeated `--runs` times) so that drift on
+//! with two; 1 MiB rings by default (`--ring`), concurrency = window, `queue_limit` 1 000 000,
+//! `batch` 1024) and stay up for the whole run. The measurements are interleaved (amp 1 worker,
+//! amp 2 workers, amp 1 worker draining by `try_result`, amp 1 worker in chunks of each Pool
+//! chunksize above 1, round trips, Pool; repeated `--runs` times) so that drift on
 //! a shared machine hits them alike. The table shows medians and every run; the last line of
 //! output is a `key=value` summary. See `docs/benchmarks.md`.
 //!
@@ -19,14 +20,17 @@
 //!   `push` and publishes each batch with one `flush`, and takes results in ticket order
 //!   (`wait_for` on the oldest ticket) or, in the comparison row, in arrival order
 //!   (`try_result`/`wait_result`). Every result is checked: status Ok, the 8-byte payload
-//!   echoed back, the sum of all payloads.
+//!   echoed back, the sum of all payloads. The chunked rows submit `Client::push_chunk`s of `c`
+//!   8-byte items (`--chunk-window` items outstanding) and check every item's outcome.
 //! - **Round trip**: one task at a time (`submit`, then `wait_for`), client clock; ampd's own
 //!   intake-to-result latency from the result header beside it.
 //! - **Where the time goes**: user + system CPU time of the client, ampd and the workers (from
 //!   `/proc`) per task, their voluntary context switches (blocking waits) per task, and the share
 //!   of the machine other processes took meanwhile.
 //! - **Baselines**: `scripts/bench_mp_pool.py` (Pool of 2 at chunksizes 1, 10, 100 and 1000;
-//!   the summary divides by the fastest), and
+//!   the summary's `vs_mp_pool` is the lowest amp ÷ Pool ratio over the chunksizes, each
+//!   compared alike: amp's plain tasks against chunksize 1, amp chunks of `c` against
+//!   chunksize `c`), and
 //!   ipc-channel between this process and a child (this binary re-executed): 8-byte echo round
 //!   trip, one-way messages per second, and a windowed echo with one message per task.
 
@@ -75,8 +79,8 @@ struct Args {
     /// Sequential round trips per configuration (split over the runs).
     #[arg(long)]
     rtt: Option<usize>,
-    /// `multiprocessing.Pool` chunksizes measured (comma-separated); the summary compares
-    /// against the fastest.
+    /// `multiprocessing.Pool` chunksizes measured (comma-separated); amp runs in chunks of each
+    /// one above 1, and the summary takes the lowest ratio of amp to Pool chunked alike.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 100, 1000])]
     chunksizes: Vec<u64>,
     /// Profiling aid: only the chunked amp runs (no plain runs, round trips or baselines; no
