@@ -370,3 +370,51 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
     let st = d.shutdown(T);
     assert!(st.success(), "{}", d.log_text());
 }
+
+/// Results that do not fit the client's ring wait in ampd and are written as the client makes
+/// room: the client reading its ring is the only thing that happens (no status requests, no
+/// other traffic), so ampd must notice the room by itself. Chunks make results large enough to
+/// overflow the ring with a few dozen tasks.
+#[test]
+fn results_beyond_the_client_ring_arrive_as_the_client_reads() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.echo]
+command = "amp-echo"
+kinds = ["echo"]
+ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
+"#,
+    );
+    d.wait_ready(&["echo"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    // 1000 items of 8 bytes: a 12 004-byte chunk, a 13 004-byte result.
+    let chunk =
+        |n: u64| -> Vec<[u8; 8]> { (n * 1000..(n + 1) * 1000).map(u64::to_le_bytes).collect() };
+    let mut tickets = Vec::new();
+    for n in 0..70 {
+        tickets.push(c.push_chunk(&opts("echo"), &chunk(n)).unwrap());
+    }
+    c.flush().unwrap();
+    // 70 results (~0.9 MiB) fill most of the client's 1 MiB ring, unread.
+    d.wait_for("70 chunks answered", T, |s| s.tasks.done >= 70);
+    // 40 more: most of their results find the ring full and wait in ampd.
+    for n in 70..110 {
+        tickets.push(c.push_chunk(&opts("echo"), &chunk(n)).unwrap());
+    }
+    c.flush().unwrap();
+    // All answered as far as ampd's delivery goes; then nothing happens until the client reads
+    // (ampd goes to sleep).
+    d.wait_for("110 chunks answered", T, |s| s.tasks.done >= 110);
+    for (n, t) in (0u64..).zip(&tickets) {
+        let r = c
+            .wait_for(*t, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("chunk {n}: {e}"));
+        let got = outcomes(&r);
+        assert_eq!(got.len(), 1000);
+        assert_eq!(got[999], Ok((n * 1000 + 999).to_le_bytes().to_vec()));
+    }
+    drop(c);
+    let st = d.shutdown(T);
+    assert!(st.success(), "{}", d.log_text());
+}

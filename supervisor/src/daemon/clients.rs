@@ -91,6 +91,11 @@ impl Clients {
         c.seg.unlink().map_err(|e| e.to_string())
     }
 
+    /// Whether some client's results wait for room in its ring ([`ClientRt::backlog`]).
+    pub fn any_backlog(&self) -> bool {
+        self.slab.iter().any(|(_, c)| !c.backlog.is_empty())
+    }
+
     /// Clients of a closed connection, removed.
     pub fn remove_conn(&mut self, conn: usize) -> Vec<(usize, ClientRt)> {
         let ids: Vec<usize> = self

@@ -343,7 +343,13 @@ impl Daemon {
                     continue;
                 };
                 let delivery = &mut plane.delivery;
-                if !c.drain_backlog() && !c.backlog.is_empty() {
+                // Results written from the backlog are published with the pass's flush.
+                let drained = c.drain_backlog();
+                if drained && !plane.dirty_clients.contains(&key) {
+                    plane.dirty_clients.push(key);
+                }
+                moved |= drained;
+                if !drained && !c.backlog.is_empty() {
                     // The client does not read its results: stop taking its submissions until
                     // it does (backpressure), so nothing is dropped.
                     continue;

@@ -48,6 +48,8 @@ const SLOT_PROBE: usize = 4;
 const CLIENT_BASE: usize = 1 << 20;
 /// How long the loop keeps polling without sleeping after the last moved task.
 const SPIN_WINDOW: Duration = Duration::from_micros(200);
+/// How soon ampd looks again for room in a client's ring while results wait for it.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// Events kept for `status`.
 const MAX_EVENTS: usize = 1000;
 /// How often plain processes are probed for readiness.
@@ -280,6 +282,11 @@ impl Daemon {
             }
             if let Some(d) = self.plane.adapt.next_tick() {
                 deadline = deadline.min(d);
+            }
+            // A client makes room for its waiting results by reading its ring, which does not
+            // wake ampd (only a sleeping consumer is woken): look again soon.
+            if self.plane.clients.any_backlog() {
+                deadline = deadline.min(now + BACKLOG_RETRY);
             }
             if !self.plane.triggers.file_watches().is_empty() {
                 deadline = deadline.min(now + Duration::from_millis(500));
