@@ -547,10 +547,10 @@ impl Client {
         Ok(t)
     }
 
-    /// Queues a submission whose header carries `flags` as given and whose payload is sent as
-    /// is: for tests of ampd's intake (flags it does not know, a malformed chunk). Not for
-    /// applications: [`push`](Self::push) and [`push_chunk`](Self::push_chunk) write valid
-    /// records.
+    /// Queues a submission whose header carries `flags` as given (but for `SUBMIT_HAS_KEY`,
+    /// which follows `opts.idempotency_key`) and whose payload is sent as is: for tests of
+    /// ampd's intake (flags it does not know, a malformed chunk). Not for applications:
+    /// [`push`](Self::push) and [`push_chunk`](Self::push_chunk) write valid records.
     ///
     /// # Errors
     /// As [`push`](Self::push).
@@ -561,7 +561,7 @@ impl Client {
         flags: u32,
         payload: &[u8],
     ) -> Result<Ticket, ClientError> {
-        self.push_with(opts, flags, payload.len(), |out| {
+        self.push_with(opts, flags & !SUBMIT_HAS_KEY, payload.len(), |out| {
             out.copy_from_slice(payload);
         })
     }

@@ -631,8 +631,8 @@ impl Worker {
 
     /// The task loop under `run_with` and `run_reply`: `handle(task, is_chunk, spare buffer,
     /// emitter)` makes each task's outcome, taking the spare buffer for an `Ok` outcome; that
-    /// buffer comes back as the next task's spare (dropped if it grew past `max_record`, the
-    /// most a result can be).
+    /// buffer comes back as the next task's spare (dropped if it grew past twice `max_record`,
+    /// the most a result can be, with room for `Vec`'s doubling).
     fn serve<F>(&mut self, mut handle: F) -> Result<(), WorkerError>
     where
         F: FnMut(&TaskRef<'_>, bool, &mut Vec<u8>, &mut Emitter) -> Outcome,
@@ -677,9 +677,12 @@ impl Worker {
             }
             self.complete_raw(h.id, h.attempt, &outcome, busy, f64::NAN)?;
             if let Outcome::Ok(buf) = outcome {
-                if buf.capacity() <= max {
-                    spare = buf;
-                }
+                spare = buf;
+            }
+            // Whatever the outcome: a buffer that grew well past the largest result allowed
+            // (a handler that wrote too much, then failed or was refused) is not kept.
+            if spare.capacity() > max.saturating_mul(2) {
+                spare = Vec::new();
             }
         }
     }

@@ -51,7 +51,9 @@
 //! - **Idempotency keys**: a submission whose key belongs to an unanswered task joins it and
 //!   gets the same answer; one whose task was already answered is refused
 //!   ([`SubmitError::AlreadyFinished`]) while the key is remembered
-//!   ([`DeliveryOptions::key_retention`]).
+//!   ([`DeliveryOptions::key_retention`]); one whose task is of another kind, or a chunk where
+//!   it is a plain task (or the other way round), is refused ([`SubmitError::KeyConflict`],
+//!   checked after `AlreadyFinished`).
 //! - **Dead letters** answer their submitters [`FinalOutcome::DeadLettered`] when they enter
 //!   the queue (nobody waits on an operator). A re-run ([`Delivery::dlq_retry`]) therefore
 //!   reports its end as [`DeliveryAction::RerunFinished`], not as a second answer.
