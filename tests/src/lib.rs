@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use amp_supervisor::control::client;
-use amp_supervisor::control::proto::{Response, StatusData, WorkerStatus};
+use amp_supervisor::control::proto::{QueueStatus, Response, StatusData, WorkerStatus};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -289,6 +289,18 @@ pub fn shm_with_prefix(prefix: &str) -> Vec<String> {
 #[must_use]
 pub fn worker<'a>(s: &'a StatusData, name: &str) -> Option<&'a WorkerStatus> {
     s.workers.iter().find(|w| w.name == name)
+}
+
+/// A kind's queue line.
+///
+/// # Panics
+/// When no queue of that kind is in the status (a test asking for it expects one).
+#[must_use]
+pub fn queue<'a>(s: &'a StatusData, kind: &str) -> &'a QueueStatus {
+    s.queues
+        .iter()
+        .find(|q| q.kind == kind)
+        .unwrap_or_else(|| panic!("no queue of kind {kind:?} in {:?}", s.queues))
 }
 
 /// Sequence number of the first event of `kind` for `unit`.

@@ -15,6 +15,21 @@ fn opts(kind: &str) -> Submit<'_> {
     }
 }
 
+/// ampd with the workers of `config`, once `units` are ready, and a client attached to it.
+fn start(config: &str, units: &[&str]) -> (Ampd, Client) {
+    let d = Ampd::start("", config);
+    d.wait_ready(units, T);
+    let c = Client::connect(&d.socket).expect("attach");
+    (d, c)
+}
+
+/// Detaches the client and shuts ampd down, which must go cleanly.
+fn stop(mut d: Ampd, c: Client) {
+    drop(c);
+    let st = d.shutdown(T);
+    assert!(st.success(), "{}", d.log_text());
+}
+
 /// Owned copies of a chunk result's outcomes.
 fn outcomes(r: &amp_ipc::client::TaskResult) -> Vec<Result<Vec<u8>, (bool, String)>> {
     r.outcomes()
@@ -33,8 +48,7 @@ fn outcomes(r: &amp_ipc::client::TaskResult) -> Vec<Result<Vec<u8>, (bool, Strin
 /// is refused at push.
 #[test]
 fn chunks_round_trip_item_by_item() {
-    let mut d = Ampd::start(
-        "",
+    let (d, mut c) = start(
         r#"
 [workers.echo]
 command = "amp-echo"
@@ -42,9 +56,8 @@ kinds = ["echo"]
 replicas = 2
 ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
 "#,
+        &["echo#0", "echo#1"],
     );
-    d.wait_ready(&["echo#0", "echo#1"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     let mut sent = Vec::new();
     for n in [0usize, 1, 7, 1000, 3000] {
         // Items of varying length (0..=16 bytes), empty ones included.
@@ -88,25 +101,21 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
         "ampd counts a chunk as one task: {:?}",
         s.tasks
     );
-    drop(c);
-    let st = d.shutdown(T);
-    assert!(st.success(), "{}", d.log_text());
+    stop(d, c);
 }
 
 /// Each item's own outcome: ok, failed, retryable (not retried by ampd: one attempt), and a
 /// loopback (impossible for an item) answered as a failed item.
 #[test]
 fn item_failures_come_back_per_item() {
-    let mut d = Ampd::start(
-        "",
+    let (mut d, mut c) = start(
         r#"
 [workers.flaky]
 command = "amp-flaky"
 kinds = ["flaky"]
 "#,
+        &["flaky"],
     );
-    d.wait_ready(&["flaky"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     let items: [&[u8]; 5] = [b"ok", b"fail", b"retry", b"loop", b"x"];
     let t = c.submit_chunk(&opts("flaky"), &items).unwrap();
     let r = c.wait_for(t, T).unwrap();
@@ -136,17 +145,15 @@ kinds = ["flaky"]
 /// own bytes (the reused buffer holds nothing of the failure or of earlier results).
 #[test]
 fn run_reply_failures_for_tasks_and_items() {
-    let mut d = Ampd::start(
-        "",
+    let (d, mut c) = start(
         r#"
 [workers.flaky]
 command = "amp-flaky"
 args = ["--reply"]
 kinds = ["flaky"]
 "#,
+        &["flaky"],
     );
-    d.wait_ready(&["flaky"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     let mut plain = Vec::new();
     for p in [&b"first"[..], b"fail", b"retry", b"x", b"loop", b"after"] {
         plain.push((c.push(&opts("flaky"), p).unwrap(), p));
@@ -187,9 +194,7 @@ kinds = ["flaky"]
             Ok(b"last".to_vec()),
         ]
     );
-    drop(c);
-    let st = d.shutdown(T);
-    assert!(st.success(), "{}", d.log_text());
+    stop(d, c);
 }
 
 /// ampd checks what a client wrote: a chunk whose framing is wrong and a submission with flags
@@ -197,16 +202,14 @@ kinds = ["flaky"]
 /// worker; the client's next valid task runs.
 #[test]
 fn malformed_chunks_and_unknown_flags_are_rejected_at_intake() {
-    let mut d = Ampd::start(
-        "",
+    let (d, mut c) = start(
         r#"
 [workers.echo]
 command = "amp-echo"
 kinds = ["echo"]
 "#,
+        &["echo"],
     );
-    d.wait_ready(&["echo"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     // Claims 9 items, holds none.
     let bad_count = c
         .push_raw(&opts("echo"), amp_ipc::chunk::SUBMIT_CHUNK, &[9, 0, 0, 0])
@@ -236,19 +239,16 @@ kinds = ["echo"]
     );
     assert_eq!(c.wait_for(good, T).unwrap().body, b"fine");
     let s = d.status();
-    let q = s.queues.iter().find(|q| q.kind == "echo").unwrap();
+    let q = amp_tests::queue(&s, "echo");
     assert_eq!((q.rejected, q.dispatched), (3, 1), "{q:?}");
-    drop(c);
-    let st = d.shutdown(T);
-    assert!(st.success(), "{}", d.log_text());
+    stop(d, c);
 }
 
 /// A deterministic kind caches results per payload, but a chunk's result is one per item, not
 /// the kind's result for that payload: chunks are neither answered from the cache nor cached.
 #[test]
 fn chunks_bypass_the_result_cache() {
-    let mut d = Ampd::start(
-        "",
+    let (d, mut c) = start(
         r#"
 [workers.echo]
 command = "amp-echo"
@@ -256,9 +256,8 @@ kinds = ["echo"]
 [kinds.echo]
 deterministic = true
 "#,
+        &["echo"],
     );
-    d.wait_ready(&["echo"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     let items: [&[u8]; 2] = [b"a", b"b"];
     let payload = {
         let mut p = vec![0; amp_ipc::chunk::encoded_len(&items)];
@@ -278,11 +277,9 @@ deterministic = true
     let t = c.submit("echo", &payload).unwrap();
     assert_eq!(c.wait_for(t, T).unwrap().body, payload);
     let s = d.status();
-    let q = s.queues.iter().find(|q| q.kind == "echo").unwrap();
+    let q = amp_tests::queue(&s, "echo");
     assert_eq!(q.dispatched, 3, "{q:?}");
-    drop(c);
-    let st = d.shutdown(T);
-    assert!(st.success(), "{}", d.log_text());
+    stop(d, c);
 }
 
 /// A worker dying in the middle of a chunk: the whole chunk runs again on the restarted
@@ -290,8 +287,7 @@ deterministic = true
 /// worker is poison, dead-lettered as a whole.
 #[test]
 fn a_chunk_is_retried_whole_after_a_worker_death() {
-    let mut d = Ampd::start(
-        "",
+    let (mut d, mut c) = start(
         r#"
 [workers.flaky]
 command = "amp-flaky"
@@ -300,9 +296,8 @@ restart = "always"
 backoff = { initial = "10ms", max = "20ms", jitter = 0.0 }
 intensity = { max_restarts = 100, window = "1m" }
 "#,
+        &["flaky"],
     );
-    d.wait_ready(&["flaky"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     // The third item crashes the worker on the chunk's first attempt.
     let items: [&[u8]; 5] = [b"a", b"b", b"crash1", b"d", b"e"];
     let t = c.submit_chunk(&opts("flaky"), &items).unwrap();
@@ -342,17 +337,15 @@ intensity = { max_restarts = 100, window = "1m" }
 /// naming max_record; the worker keeps serving.
 #[test]
 fn an_oversized_chunk_result_fails_the_chunk_not_the_worker() {
-    let mut d = Ampd::start(
-        "",
+    let (d, mut c) = start(
         r#"
 [workers.echo]
 command = "amp-echo"
 kinds = ["echo"]
 ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
 "#,
+        &["echo"],
     );
-    d.wait_ready(&["echo"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     // 13 200 empty items: the 52 804-byte payload fits a 64 KiB record, the 66 004-byte result
     // (5 bytes per item) does not.
     let items = vec![[0u8; 0]; 13_200];
@@ -364,11 +357,9 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
     let r = c.wait_for(t, T).unwrap();
     assert_eq!(r.body, b"still here");
     let w = d.status();
-    let echo = w.workers.iter().find(|w| w.name == "echo").unwrap();
+    let echo = amp_tests::worker(&w, "echo").unwrap();
     assert_eq!(echo.restarts, 0, "the worker did not stop: {echo:?}");
-    drop(c);
-    let st = d.shutdown(T);
-    assert!(st.success(), "{}", d.log_text());
+    stop(d, c);
 }
 
 /// Results that do not fit the client's ring wait in ampd and are written as the client makes
@@ -377,17 +368,15 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
 /// overflow the ring with a few dozen tasks.
 #[test]
 fn results_beyond_the_client_ring_arrive_as_the_client_reads() {
-    let mut d = Ampd::start(
-        "",
+    let (d, mut c) = start(
         r#"
 [workers.echo]
 command = "amp-echo"
 kinds = ["echo"]
 ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
 "#,
+        &["echo"],
     );
-    d.wait_ready(&["echo"], T);
-    let mut c = Client::connect(&d.socket).expect("attach");
     // 1000 items of 8 bytes: a 12 004-byte chunk, a 13 004-byte result.
     let chunk =
         |n: u64| -> Vec<[u8; 8]> { (n * 1000..(n + 1) * 1000).map(u64::to_le_bytes).collect() };
@@ -414,7 +403,5 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
         assert_eq!(got.len(), 1000);
         assert_eq!(got[999], Ok((n * 1000 + 999).to_le_bytes().to_vec()));
     }
-    drop(c);
-    let st = d.shutdown(T);
-    assert!(st.success(), "{}", d.log_text());
+    stop(d, c);
 }

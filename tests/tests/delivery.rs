@@ -640,7 +640,7 @@ fn status_counts_queue_limit_rejections() {
         .count();
     assert!(rejected > 0);
     let s = d.status();
-    let q = s.queues.iter().find(|q| q.kind == "sleep").unwrap();
+    let q = amp_tests::queue(&s, "sleep");
     assert_eq!(q.rejected, rejected as u64, "status rejected count: {q:?}");
     let _ = d.shutdown(T);
 }

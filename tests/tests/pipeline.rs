@@ -84,7 +84,7 @@ max_loops = 3
     assert_eq!(r.status, ResultStatus::LoopLimit, "{}", r.text());
     assert_eq!(r.body, b"loop");
     let s = d.status();
-    let q = s.queues.iter().find(|q| q.kind == "refine").unwrap();
+    let q = amp_tests::queue(&s, "refine");
     // The first run plus max_loops = 3 loopbacks.
     assert_eq!(q.dispatched, 4, "four rounds ran: {q:?}");
     drop(c);
@@ -226,7 +226,7 @@ fan_in = "all"
         assert_eq!(child, &want, "child {i}");
     }
     let s = d.status();
-    let q = s.queues.iter().find(|q| q.kind == "piece").unwrap();
+    let q = amp_tests::queue(&s, "piece");
     assert_eq!(q.dispatched, 5, "{q:?}");
     drop(c);
     let _ = d.shutdown(T);

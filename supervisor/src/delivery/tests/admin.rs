@@ -23,7 +23,7 @@ fn a_duplicate_key_joins_the_task_and_every_submitter_is_answered_once() {
     let (other, _) = keyed(&mut h, "order-18");
     assert_ne!(other.unwrap().id(), id);
     assert_eq!(h.d.census().total(), 2, "the join made no new task");
-    // The key of a plain task does not join a chunk, (nor a task of another kind).
+    // The key of a plain task does not join a chunk (another kind: the next test).
     let mut chunk = NewTask::new(0, 0, vec![0; 4], h.submitter());
     chunk.chunk = true;
     chunk.idempotency_key = Some("order-17".into());
