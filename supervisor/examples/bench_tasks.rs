@@ -87,6 +87,12 @@ struct Args {
     /// summary line).
     #[arg(long)]
     chunked_only: bool,
+    /// Profiling aid (A/B of two builds): only plain throughput with one worker, alternating
+    /// run by run between the ampd and amp-echo of `--bin-dir` (A) and of this directory (B),
+    /// both started at once; prints each pair and the median ratio B ÷ A of tasks/s and of
+    /// ampd's CPU per task (no summary line). Pairs alternate their order.
+    #[arg(long)]
+    compare_bin_dir: Option<PathBuf>,
     /// Path of `bench_mp_pool.py` (the Python baseline is skipped without it).
     #[arg(long)]
     mp_script: Option<PathBuf>,
@@ -179,9 +185,12 @@ fn run(args: &Args) -> Result<()> {
         None => default_bin_dir()?,
     };
     println!("{}", header(&plan, quick));
+    if let Some(b) = &args.compare_bin_dir {
+        return compare(&plan, &bin_dir, b, &args.ring);
+    }
 
-    let mut one = Ampd::start(&bin_dir, 1, plan.window, &args.ring)?;
-    let mut two = Ampd::start(&bin_dir, 2, plan.window, &args.ring)?;
+    let mut one = Ampd::start(&bin_dir, "1", 1, plan.window, &args.ring)?;
+    let mut two = Ampd::start(&bin_dir, "2", 2, plan.window, &args.ring)?;
     let mut c1 = Client::connect(&one.socket).context("attaching to ampd (1 worker)")?;
     let mut c2 = Client::connect(&two.socket).context("attaching to ampd (2 workers)")?;
 
@@ -277,6 +286,52 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `--compare-bin-dir`: plain throughput with one worker, build A (`a`) against build B (`b`),
+/// run by run in alternating order so that the host's slow and fast phases hit both alike.
+fn compare(plan: &Plan, a: &Path, b: &Path, ring: &str) -> Result<()> {
+    let mut da = Ampd::start(a, "a", 1, plan.window, ring)?;
+    let mut db = Ampd::start(b, "b", 1, plan.window, ring)?;
+    let mut ca = Client::connect(&da.socket).context("attaching to ampd A")?;
+    let mut cb = Client::connect(&db.socket).context("attaching to ampd B")?;
+    let warm = (plan.tasks / 10).clamp(1_000, 50_000);
+    throughput(&mut ca, warm, plan.window, plan.batch, Drain::Ticket).context("warm-up A")?;
+    throughput(&mut cb, warm, plan.window, plan.batch, Drain::Ticket).context("warm-up B")?;
+    let (mut rate_ratio, mut cpu_ratio) = (Series::default(), Series::default());
+    println!("| pair | A tasks/s | B tasks/s | A ampd ns/task | B ampd ns/task |");
+    println!("|---|---|---|---|---|");
+    for run in 0..plan.runs {
+        let (mut ta, mut tb) = (Tput::default(), Tput::default());
+        if run % 2 == 0 {
+            ta.measure(&mut ca, &da, plan, Drain::Ticket)?;
+            tb.measure(&mut cb, &db, plan, Drain::Ticket)?;
+        } else {
+            tb.measure(&mut cb, &db, plan, Drain::Ticket)?;
+            ta.measure(&mut ca, &da, plan, Drain::Ticket)?;
+        }
+        let ampd_ns = |t: &Tput| t.cpu.cpu[1].as_secs_f64() * 1e9 / t.cpu.tasks.max(1) as f64;
+        let (ra, rb) = (ta.rates.0[0], tb.rates.0[0]);
+        let (na, nb) = (ampd_ns(&ta), ampd_ns(&tb));
+        println!(
+            "| {} | {} | {} | {na:.0} | {nb:.0} |",
+            run + 1,
+            rate(ra),
+            rate(rb)
+        );
+        rate_ratio.0.push(rb / ra);
+        cpu_ratio.0.push(nb / na);
+    }
+    drop((ca, cb));
+    da.shutdown();
+    db.shutdown();
+    println!(
+        "B/A median over {} pairs: tasks/s {:.3}x, ampd CPU per task {:.3}x",
+        plan.runs,
+        rate_ratio.median().unwrap_or(f64::NAN),
+        cpu_ratio.median().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
 /// `target/<profile>/` when run as `target/<profile>/examples/bench_tasks`.
 fn default_bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
@@ -329,7 +384,8 @@ struct Ampd {
 }
 
 impl Ampd {
-    fn start(bin_dir: &Path, replicas: usize, window: u64, ring: &str) -> Result<Self> {
+    /// `label` tells apart the instances of one benchmark (scratch directory, shm prefix).
+    fn start(bin_dir: &Path, label: &str, replicas: usize, window: u64, ring: &str) -> Result<Self> {
         let ampd = bin_dir.join("ampd");
         for b in ["ampd", "amp-echo"] {
             if !bin_dir.join(b).exists() {
@@ -337,7 +393,7 @@ impl Ampd {
             }
         }
         let dir =
-            std::env::temp_dir().join(format!("amp-bench-tasks-{}-{replicas}", std::process::id()));
+            std::env::temp_dir().join(format!("amp-bench-tasks-{}-{label}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let socket = dir.join("ampd.sock");
@@ -345,7 +401,7 @@ impl Ampd {
         let text = format!(
             r#"[supervisor]
 control_socket = {socket:?}
-shm_prefix = "ampb{pid}x{replicas}"
+shm_prefix = "ampb{pid}x{label}"
 
 [workers.echo]
 command = "amp-echo"

@@ -31,21 +31,23 @@ pub const CONTROL_CLIENT: u64 = 0;
 /// Completions read from one worker per pass at most (fairness between rings).
 const READ_BUDGET: usize = 4096;
 
-/// A task in flight: where and since when (for the router's latency samples).
-#[derive(Debug, Clone, Copy)]
-struct Flight {
-    kind: u32,
-    unit: usize,
-    since: Instant,
-}
-
-/// What the loop remembers of a task until it is answered.
+/// What the loop remembers of a task until it is answered, and of its run in flight (one
+/// entry per task: one id lookup serves intake, dispatch, completion and answer).
 #[derive(Debug, Clone, Copy)]
 struct Meta {
+    /// Intake time.
     since: Instant,
+    /// The latest attempt dispatched (0: never dispatched).
     attempt: u32,
     kind: u32,
     class: usize,
+    /// The run in flight: its unit and dispatch time (for the router's and the controller's
+    /// latency samples); `None` when not in flight.
+    flight: Option<(usize, Instant)>,
+    /// Nobody waits on this entry any more (the task was answered while a run was still in
+    /// flight, e.g. after a run timeout, or it is a dead-letter re-run, whose submitters were
+    /// answered already): kept only for that run's completion, forgotten when the run ends.
+    rerun: bool,
 }
 
 /// How often `on_file` trigger directories are listed.
@@ -77,10 +79,13 @@ pub struct Plane {
     /// Client serial → slab key (serials are never reused, keys are).
     client_keys: IdMap<usize>,
     next_client_serial: u64,
-    flights: SeqMap<Flight>,
     waiters: IdMap<Waiter>,
     next_control_tag: u64,
     dispatch_buf: Vec<Dispatch>,
+    /// Reused by every pass to read a client's submissions.
+    submission_buf: Vec<Submission>,
+    /// Reused by every pass to read a worker's completions.
+    completion_buf: Vec<FromRing>,
     /// Reused per completion (taken while in use, so nested use allocates its own).
     action_buf: Vec<DeliveryAction>,
     /// Reused per answer, like `action_buf`.
@@ -174,10 +179,11 @@ impl Plane {
             kind_names,
             client_keys: IdMap::default(),
             next_client_serial: 1,
-            flights: SeqMap::default(),
             waiters: IdMap::default(),
             next_control_tag: 1,
             dispatch_buf: Vec::new(),
+            submission_buf: Vec::new(),
+            completion_buf: Vec::new(),
             action_buf: Vec::new(),
             flow_buf: Vec::new(),
             dirty_units: Vec::new(),
@@ -213,13 +219,28 @@ impl Plane {
     #[must_use]
     pub fn flights_on(&self, unit: usize) -> Vec<(u64, u32, Instant)> {
         let mut v: Vec<_> = self
-            .flights
+            .meta
             .iter()
-            .filter(|(_, f)| f.unit == unit)
-            .map(|(id, f)| (id, f.kind, f.since))
+            .filter_map(|(id, m)| match m.flight {
+                Some((on, since)) if on == unit => Some((id, m.kind, since)),
+                _ => None,
+            })
             .collect();
         v.sort_unstable_by_key(|x| x.0);
         v
+    }
+
+    /// What the loop remembers of task `id`, for its answer. An entry with a run still in
+    /// flight stays until that run ends (its completion frees the router's and controller's
+    /// place); otherwise it is removed.
+    fn take_meta(&mut self, id: u64) -> Option<Meta> {
+        match self.meta.get_mut(id) {
+            Some(m) if m.flight.is_some() => {
+                m.rerun = true;
+                Some(*m)
+            }
+            _ => self.meta.remove(id),
+        }
     }
 
     fn serial_of(&self, key: usize) -> u64 {
@@ -230,36 +251,37 @@ impl Plane {
     }
 }
 
-/// Reads up to [`READ_BUDGET`] records of `tag` from a ring, decoding each; stops at the first
-/// record that is malformed, carries another tag, or a corrupt ring, and says why.
+/// Reads up to [`READ_BUDGET`] records of `tag` from a ring into `out`, decoding each; stops at
+/// the first record that is malformed, carries another tag, or a corrupt ring, and says why.
+/// `out` is a buffer the loop reuses pass after pass (no allocation per pass).
 fn drain_ring<T>(
     rx: &mut amp_ipc::signal::Receiver,
     tags: &[u16],
     ring: &str,
+    out: &mut Vec<T>,
     mut decode: impl FnMut(u16, &[u8]) -> Result<T, amp_ipc::wire::WireError>,
-) -> (Vec<T>, Option<String>) {
-    let mut out = Vec::new();
+) -> Option<String> {
     for _ in 0..READ_BUDGET {
         match rx.read() {
             Ok(Some(rec)) if tags.contains(&rec.tag()) => match decode(rec.tag(), rec.data()) {
                 Ok(x) => out.push(x),
-                Err(e) => return (out, Some(e.to_string())),
+                Err(e) => return Some(e.to_string()),
             },
             Ok(Some(rec)) => {
-                return (
-                    out,
-                    Some(format!(
-                        "unexpected record tag {} on a {ring} ring",
-                        rec.tag()
-                    )),
-                )
+                return Some(format!(
+                    "unexpected record tag {} on a {ring} ring",
+                    rec.tag()
+                ))
             }
             Ok(None) => break,
-            Err(e) => return (out, Some(e.to_string())),
+            Err(e) => return Some(e.to_string()),
         }
     }
-    (out, None)
+    None
 }
+
+/// A submission read from a client's ring: header, idempotency key, payload.
+type Submission = (SubmitHeader, Option<String>, Vec<u8>);
 
 /// A record on a worker's completions ring.
 enum FromRing {
@@ -335,9 +357,10 @@ impl Daemon {
             .map(|(k, _)| k)
             .collect();
         let mut moved = false;
+        let mut batch = std::mem::take(&mut self.plane.submission_buf);
         for key in keys {
             let serial = self.plane.serial_of(key);
-            let (batch, bad) = {
+            let bad = {
                 let plane = &mut self.plane;
                 let Some(c) = plane.clients.slab.get_mut(key) else {
                     continue;
@@ -354,10 +377,11 @@ impl Daemon {
                     // it does (backpressure), so nothing is dropped.
                     continue;
                 }
-                let (got, why) = drain_ring(
+                let why = drain_ring(
                     &mut c.end.completions,
                     &[TAG_SUBMIT],
                     "submission",
+                    &mut batch,
                     |_, d| {
                         SubmitHeader::read(d).map(|(h, key, payload)| {
                             let mut buf = delivery.take_buffer();
@@ -368,16 +392,19 @@ impl Daemon {
                 );
                 // Hand the space back now: a producer waiting for room must never wait on us.
                 c.end.completions.release();
-                (got, why)
+                why
             };
             if let Some(why) = bad {
                 tracing::warn!(client = serial, "dropping client: {why}");
                 self.plane.malformed += 1;
                 self.drop_client(key);
+                for (_, _, payload) in batch.drain(..) {
+                    self.plane.delivery.give_buffer(payload);
+                }
                 continue;
             }
             moved |= !batch.is_empty();
-            for (h, key_s, payload) in batch {
+            for (h, key_s, payload) in batch.drain(..) {
                 let to = Submitter {
                     client: serial,
                     tag: h.ticket,
@@ -401,6 +428,7 @@ impl Daemon {
                 self.intake(now, t);
             }
         }
+        self.plane.submission_buf = batch;
         moved
     }
 
@@ -517,6 +545,8 @@ impl Daemon {
                         attempt: 0,
                         kind,
                         class,
+                        flight: None,
+                        rerun: false,
                     },
                 );
                 if let Err(full) =
@@ -550,15 +580,19 @@ impl Daemon {
 
     /// Reads one unit's completions ring.
     pub(super) fn read_unit_completions(&mut self, u: usize, now: Instant) -> bool {
-        let (batch, bad) = {
+        // Taken while in use (a nested read, e.g. from a flow action, gets a fresh one).
+        let mut batch = std::mem::take(&mut self.plane.completion_buf);
+        let bad = {
             let Some(ipc) = self.units[u].proc.as_mut().and_then(|p| p.ipc.as_mut()) else {
+                self.plane.completion_buf = batch;
                 return false;
             };
             let delivery = &mut self.plane.delivery;
-            let (got, why) = drain_ring(
+            let why = drain_ring(
                 &mut ipc.end.completions,
                 &[TAG_COMPLETION, amp_ipc::wire::TAG_SUBTASK],
                 "completions",
+                &mut batch,
                 |tag, d| {
                     if tag == amp_ipc::wire::TAG_SUBTASK {
                         return TaskHeader::read(d).map(|(h, p)| FromRing::Sub(h, p.to_vec()));
@@ -573,10 +607,10 @@ impl Daemon {
                 },
             );
             ipc.end.completions.release();
-            (got, why)
+            why
         };
         let moved = !batch.is_empty();
-        for rec in batch {
+        for rec in batch.drain(..) {
             let (h, mut outcome) = match rec {
                 FromRing::Done(h, o) => (h, o),
                 FromRing::Sub(h, payload) => {
@@ -584,43 +618,47 @@ impl Daemon {
                     continue;
                 }
             };
-            if let Some(f) = self.plane.flights.remove(h.id) {
-                if f.unit == u {
-                    if let Outcome::Loopback { payload, reason } = outcome {
-                        outcome = match self.plane.pipeline.loopback(
-                            TaskId(h.id),
-                            f.kind,
-                            h.score,
-                            &reason,
-                        ) {
-                            crate::pipeline::LoopVerdict::Requeue => {
-                                Outcome::Loopback { payload, reason }
-                            }
-                            crate::pipeline::LoopVerdict::Complete => Outcome::Ok(payload),
-                        };
-                    }
-                    let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Loopback { .. });
-                    let latency = now.saturating_duration_since(f.since);
-                    let _ = self.plane.routers[f.kind as usize].completed(u, latency, ok, now);
-                    self.plane
-                        .pair_stats
-                        .entry((f.kind, u))
-                        .or_insert_with(|| super::requests::PairStats::new(now))
-                        .record(
-                            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                            ok,
-                            now,
-                        );
-                    if let Some(h) = self.obs.health.get_mut(u) {
-                        h.task_done(ok);
-                    }
-                    let kname = &self.plane.kind_names[f.kind as usize];
-                    self.plane
-                        .adapt
-                        .observe_completion(kname, u, latency, ok, now);
-                } else {
-                    self.plane.flights.insert(h.id, f);
+            let flight = self.plane.meta.get_mut(h.id).and_then(|m| {
+                let (_, since) = m.flight.filter(|(on, _)| *on == u)?;
+                m.flight = None;
+                Some((since, m.kind, m.rerun))
+            });
+            if let Some((since, kind, rerun)) = flight {
+                if rerun {
+                    self.plane.meta.remove(h.id);
                 }
+                if let Outcome::Loopback { payload, reason } = outcome {
+                    outcome = match self.plane.pipeline.loopback(
+                        TaskId(h.id),
+                        kind,
+                        h.score,
+                        &reason,
+                    ) {
+                        crate::pipeline::LoopVerdict::Requeue => {
+                            Outcome::Loopback { payload, reason }
+                        }
+                        crate::pipeline::LoopVerdict::Complete => Outcome::Ok(payload),
+                    };
+                }
+                let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Loopback { .. });
+                let latency = now.saturating_duration_since(since);
+                let _ = self.plane.routers[kind as usize].completed(u, latency, ok, now);
+                self.plane
+                    .pair_stats
+                    .entry((kind, u))
+                    .or_insert_with(|| super::requests::PairStats::new(now))
+                    .record(
+                        u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                        ok,
+                        now,
+                    );
+                if let Some(h) = self.obs.health.get_mut(u) {
+                    h.task_done(ok);
+                }
+                let kname = &self.plane.kind_names[kind as usize];
+                self.plane
+                    .adapt
+                    .observe_completion(kname, u, latency, ok, now);
             }
             let mut actions = std::mem::take(&mut self.plane.action_buf);
             self.plane.delivery.completed_into(
@@ -636,6 +674,7 @@ impl Daemon {
             }
             self.plane.action_buf = actions;
         }
+        self.plane.completion_buf = batch;
         if let Some(why) = bad {
             // Shared memory written by the worker is untrusted: a malformed ring is the worker's
             // fault; kill it (its tasks are requeued when its exit is seen).
@@ -705,6 +744,7 @@ impl Daemon {
         };
         let payload = info.payload;
         let attempt = info.attempt;
+        let info_class = info.class;
         let written = match self.units[d.unit]
             .proc
             .as_mut()
@@ -726,19 +766,25 @@ impl Daemon {
             None => false,
         };
         if written {
+            let flight = Some((d.unit, now));
             if let Some(m) = self.plane.meta.get_mut(id.0) {
                 m.attempt = attempt;
+                m.flight = flight;
+            } else {
+                self.plane.meta.insert(
+                    id.0,
+                    Meta {
+                        since: now,
+                        attempt,
+                        kind: u32::try_from(kind).unwrap_or(0),
+                        class: info_class,
+                        flight,
+                        rerun: true,
+                    },
+                );
             }
             let kname = &self.plane.kind_names[kind];
             self.plane.adapt.observe_dispatch(kname, d.unit, now);
-            self.plane.flights.insert(
-                id.0,
-                Flight {
-                    kind: u32::try_from(kind).unwrap_or(0),
-                    unit: d.unit,
-                    since: now,
-                },
-            );
             if !self.plane.dirty_units.contains(&d.unit) {
                 self.plane.dirty_units.push(d.unit);
             }
@@ -1131,10 +1177,10 @@ impl Daemon {
     fn worker_subtask(&mut self, now: Instant, u: usize, h: &TaskHeader, payload: Vec<u8>) {
         let current = self
             .plane
-            .flights
+            .meta
             .get(h.id)
-            .filter(|f| f.unit == u)
-            .map(|f| f.kind);
+            .filter(|m| m.flight.is_some_and(|(on, _)| on == u))
+            .map(|m| m.kind);
         let Some(parent_kind) = current else {
             tracing::debug!(unit = %self.units[u].name, task = h.id, "subtask of a task no longer in flight here dropped");
             return;
@@ -1164,7 +1210,7 @@ impl Daemon {
     fn answer(&mut self, now: Instant, to: Submitter, id: TaskId, outcome: FinalOutcome) {
         let (status, body) = status_and_body(outcome);
         if to.client == CONTROL_CLIENT {
-            let attempts = self.plane.meta.remove(id.0).map_or(0, |m| m.attempt);
+            let attempts = self.plane.take_meta(id.0).map_or(0, |m| m.attempt);
             let Some(w) = self.plane.waiters.remove(&to.tag) else {
                 return;
             };
@@ -1177,17 +1223,14 @@ impl Daemon {
             self.control.respond(w.conn, &resp, self.poll.registry());
             return;
         }
+        let meta = self.plane.take_meta(id.0);
         let Some(&key) = self.plane.client_keys.get(&to.client) else {
             return;
         };
         let Some(c) = self.plane.clients.slab.get_mut(key) else {
             return;
         };
-        let (since, attempts) = self
-            .plane
-            .meta
-            .remove(id.0)
-            .map_or((now, 0), |m| (m.since, m.attempt));
+        let (since, attempts) = meta.map_or((now, 0), |m| (m.since, m.attempt));
         let latency =
             u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX);
         let h = ResultHeader {
@@ -1308,7 +1351,13 @@ impl Daemon {
                     .observe_worker_removed(&self.plane.kind_names[k], u, now);
             }
         }
-        self.plane.flights.retain(|_, f| f.unit != u);
+        self.plane.meta.retain(|_, m| {
+            if m.flight.is_some_and(|(on, _)| on == u) {
+                m.flight = None;
+                return !m.rerun;
+            }
+            true
+        });
         let blame = self.units[u]
             .blame
             .take()
