@@ -106,6 +106,31 @@ impl WindowedHistogram {
         Self::add(slot, latency, ok);
     }
 
+    /// Adds a whole histogram of latencies (µs) and `errors` failures into slot `index` (as if
+    /// each had been recorded at a time inside that slot). A slot older than the newest lands
+    /// in the newest, like a record with an old `now`.
+    fn add_slot(&mut self, index: u64, hist: &Histogram<u64>, errors: u64) {
+        self.expire(index);
+        if self.slots.back().is_none_or(|s| s.index < index) {
+            let hist = self.spare.pop().unwrap_or_else(new_histogram);
+            self.slots.push_back(Slot {
+                index,
+                hist,
+                errors: 0,
+            });
+            self.newest = self.span_of(index);
+        }
+        let slot = self.slots.back_mut().expect("pushed above");
+        // The same precision on both sides; a histogram that auto-resizes takes any value.
+        let _ = slot.hist.add(hist);
+        slot.errors += errors;
+    }
+
+    /// The newest slot: its index, latencies and failures.
+    fn newest_slot(&self) -> Option<&Slot> {
+        self.slots.back()
+    }
+
     /// The time span of slot `index` (`None` if it does not fit in an `Instant`).
     fn span_of(&self, index: u64) -> Option<(Instant, Instant)> {
         let nanos = self.slot.as_nanos();
@@ -126,13 +151,24 @@ impl WindowedHistogram {
         }
     }
 
+    /// The slot indices of the last `span` slots at `now`: `first..=last`.
+    fn recent_range(&self, now: Instant, span: usize) -> (u64, u64) {
+        let index = self.index(now);
+        ((index + 1).saturating_sub(span.min(self.capacity) as u64), index)
+    }
+
     /// The slots of the last `span` slots at `now` (the newest, possibly partial, included).
     fn recent(&self, now: Instant, span: usize) -> impl Iterator<Item = &Slot> {
-        let index = self.index(now);
-        let first = (index + 1).saturating_sub(span.min(self.capacity) as u64);
+        let (first, last) = self.recent_range(now, span);
         self.slots
             .iter()
-            .filter(move |s| s.index >= first && s.index <= index)
+            .filter(move |s| s.index >= first && s.index <= last)
+    }
+
+    /// Whether slot `index` is among the last `span` slots at `now`.
+    fn in_recent(&self, now: Instant, span: usize, index: u64) -> bool {
+        let (first, last) = self.recent_range(now, span);
+        (first..=last).contains(&index)
     }
 
     /// The latencies (µs) of the last `span` slots at `now`, merged into one histogram.
@@ -220,12 +256,21 @@ impl Resources {
 
 /// One (kind, worker)'s — or one kind's — latency profile: a short window (for control) and a
 /// long one (for baselines and timeouts).
+///
+/// When a long slot is a whole number of short slots (the default: 1 s and 100 ms), a
+/// completion is recorded once, in the short window, and each short slot is added into the
+/// long window when the next one starts; reads of the long window add the newest short slot,
+/// not added yet. The figures are those of recording every completion in both windows (a
+/// test checks it), at one histogram record per completion instead of two.
 #[derive(Debug, Clone)]
 pub struct Profile {
     /// Short window: `short_slots` slots of the control interval.
-    pub short: WindowedHistogram,
+    short: WindowedHistogram,
     /// Long window.
-    pub long: WindowedHistogram,
+    long: WindowedHistogram,
+    /// Short slots per long slot, when long slots are made of short ones; `None`: every
+    /// completion is recorded in both windows.
+    fold: Option<u64>,
     /// Completions ever.
     pub completed: u64,
     /// Failures ever.
@@ -263,22 +308,108 @@ impl Profile {
         long_slots: usize,
         epoch: Instant,
     ) -> Self {
+        let short = WindowedHistogram::new(interval, short_slots, epoch);
+        let long = WindowedHistogram::new(long_slot, long_slots, epoch);
+        let (s, l) = (short.slot.as_nanos(), long.slot.as_nanos());
+        let fold = (l % s == 0).then(|| u64::try_from(l / s).ok()).flatten();
         Self {
-            short: WindowedHistogram::new(interval, short_slots, epoch),
-            long: WindowedHistogram::new(long_slot, long_slots, epoch),
+            short,
+            long,
+            fold,
             completed: 0,
             failed: 0,
         }
     }
 
+    /// The same profile recording every completion in both windows (the reference the
+    /// folding is tested against).
+    #[cfg(test)]
+    fn unfolded(mut self) -> Self {
+        self.fold = None;
+        self
+    }
+
     /// Records a completion.
     pub fn record(&mut self, now: Instant, latency: Duration, ok: bool) {
-        self.short.record(now, latency, ok);
-        self.long.record(now, latency, ok);
+        match self.fold {
+            Some(ratio) => {
+                let in_newest = self
+                    .short
+                    .newest
+                    .is_some_and(|(from, until)| now >= from && now < until);
+                if !in_newest {
+                    self.fold_newest(now, ratio);
+                }
+                self.short.record(now, latency, ok);
+            }
+            None => {
+                self.short.record(now, latency, ok);
+                self.long.record(now, latency, ok);
+            }
+        }
         self.completed += 1;
         if !ok {
             self.failed += 1;
         }
+    }
+
+    /// A record at `now` outside the newest short slot: if it starts a newer one, the newest
+    /// goes into the long window first (it is complete). A `now` older than the newest slot
+    /// (time went backwards) lands in the newest slot, which is then still open.
+    fn fold_newest(&mut self, now: Instant, ratio: u64) {
+        let Some(newest) = self.short.newest_slot() else {
+            return;
+        };
+        if self.short.index(now) <= newest.index {
+            return;
+        }
+        self.long
+            .add_slot(newest.index / ratio, &newest.hist, newest.errors);
+    }
+
+    /// The short window.
+    #[must_use]
+    pub const fn short(&self) -> &WindowedHistogram {
+        &self.short
+    }
+
+    /// The newest short slot, which is never in the long window yet (a slot is added there
+    /// when a newer one starts), with its long slot index.
+    fn unfolded_tail(&self) -> Option<(u64, &Slot)> {
+        let ratio = self.fold?;
+        let newest = self.short.newest_slot()?;
+        Some((newest.index / ratio, newest))
+    }
+
+    /// The latencies (µs) of the whole long window at `now`, merged into one histogram.
+    #[must_use]
+    pub fn long_merged(&self, now: Instant) -> Histogram<u64> {
+        let mut h = self.long.merged(now, self.long.slots());
+        if let Some((index, slot)) = self.unfolded_tail() {
+            if self.long.in_recent(now, self.long.slots(), index) {
+                let _ = h.add(&slot.hist);
+            }
+        }
+        h
+    }
+
+    /// Completions and failures in the whole long window at `now`.
+    #[must_use]
+    pub fn long_counts(&self, now: Instant) -> (u64, u64) {
+        let (mut n, mut e) = self.long.counts(now, self.long.slots());
+        if let Some((index, slot)) = self.unfolded_tail() {
+            if self.long.in_recent(now, self.long.slots(), index) {
+                n += slot.hist.len();
+                e += slot.errors;
+            }
+        }
+        (n, e)
+    }
+
+    /// The long window's length.
+    #[must_use]
+    pub fn long_window(&self) -> Duration {
+        self.long.window()
     }
 
     /// The figures at `now`.
@@ -286,8 +417,8 @@ impl Profile {
     #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     pub fn summary(&self, now: Instant) -> ProfileSummary {
         let short = self.short.merged(now, self.short.slots());
-        let long = self.long.merged(now, self.long.slots());
-        let (n, errors) = self.long.counts(now, self.long.slots());
+        let long = self.long_merged(now);
+        let (n, errors) = self.long_counts(now);
         let span = self.long.window().as_secs_f64();
         ProfileSummary {
             short_samples: short.len(),
@@ -337,5 +468,57 @@ mod tests {
         w.record(at(ms(30)), ms(1), true);
         assert_eq!(w.counts(at(ms(30)), 3), (6, 1));
         assert_eq!(w.merged(at(ms(30)), 3).len(), 6);
+    }
+
+    /// A profile folding short slots into the long window reads exactly like one recording
+    /// every completion in both windows: random completion times (bursts, gaps longer than
+    /// either window, times going backwards), latencies and outcomes, read at random times.
+    #[test]
+    fn folding_reads_like_recording_twice() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        let ms = Duration::from_millis;
+        for seed in 0..20 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let t0 = Instant::now();
+            let mut folded = Profile::new(ms(100), 10, ms(1000), 10, t0);
+            assert!(folded.fold.is_some(), "1 s slots are made of 100 ms slots");
+            let mut both = Profile::new(ms(100), 10, ms(1000), 10, t0).unfolded();
+            let mut at = t0;
+            for _ in 0..3000 {
+                at = match rng.random_range(0..100) {
+                    0 => at + ms(rng.random_range(1_000..30_000)),
+                    1..=3 => at.checked_sub(ms(rng.random_range(1..300))).unwrap_or(at).max(t0),
+                    4..=40 => at + Duration::from_micros(rng.random_range(1..200_000)),
+                    _ => at,
+                };
+                let latency = Duration::from_micros(rng.random_range(1..5_000_000));
+                let ok = rng.random_range(0..10) > 0;
+                folded.record(at, latency, ok);
+                both.record(at, latency, ok);
+                if rng.random_range(0..20) == 0 {
+                    let read = at + ms(rng.random_range(0..15_000));
+                    assert_eq!(folded.summary(read), both.summary(read), "seed {seed}");
+                    assert_eq!(folded.long_counts(read), both.long_counts(read));
+                    assert_eq!(folded.long_merged(read), both.long_merged(read));
+                }
+            }
+        }
+    }
+
+    /// Long slots that are not a whole number of short slots: every completion is recorded in
+    /// both windows.
+    #[test]
+    fn uneven_slots_record_twice() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut p = Profile::new(ms(300), 4, ms(1000), 10, t0);
+        assert!(p.fold.is_none());
+        for i in 0..50 {
+            p.record(t0 + ms(i * 50), ms(2), i % 5 != 0);
+        }
+        let s = p.summary(t0 + ms(2500));
+        assert_eq!(s.long_samples, 50);
+        assert_eq!(p.long_counts(t0 + ms(2500)), (50, 10));
     }
 }

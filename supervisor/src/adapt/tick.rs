@@ -17,7 +17,7 @@ const COST_MAX: f64 = 1000.0;
 /// How long a worker may hold tasks without a completion before it counts as stalled:
 /// `max(stall_min, stall_factor × the kind's p99.9 RTT over the long window)`.
 fn stall_after(cfg: &WindowConfig, profile: &Profile, now: Instant) -> Duration {
-    let h = profile.long.merged(now, profile.long.slots());
+    let h = profile.long_merged(now);
     let tail = (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(0.999)));
     cfg.stall_min
         .max(tail.unwrap_or(cfg.stall_min).mul_f64(cfg.stall_factor))
@@ -258,7 +258,7 @@ impl Controller {
             return;
         }
         k.batch_next = Some(now + period);
-        let h = k.profile.short.merged(now, k.profile.short.slots());
+        let h = k.profile.short().merged(now, k.profile.short().slots());
         let waited = std::mem::take(&mut k.queue.backlog_ticks) > 0 || k.queue.max_depth > 0;
         if h.len() < 20 {
             return;
@@ -315,7 +315,7 @@ impl Controller {
             return;
         }
         k.timeout_next = Some(now + period);
-        let h = k.profile.long.merged(now, k.profile.long.slots());
+        let h = k.profile.long_merged(now);
         if h.len() < cfg.min_samples {
             return;
         }
@@ -331,7 +331,7 @@ impl Controller {
         let ev = Evidence::new(format!(
             "timeout = clamp({} x p99 over {:.0} s, min, max)",
             cfg.factor,
-            k.profile.long.window().as_secs_f64()
+            k.profile.long_window().as_secs_f64()
         ))
         .before("p99_ms", p99.as_secs_f64() * 1e3)
         .before("samples", h.len() as f64)
