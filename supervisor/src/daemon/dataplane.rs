@@ -29,11 +29,11 @@ use super::Daemon;
 /// Submitter id used for tasks submitted through the control socket (`ampctl submit`).
 pub const CONTROL_CLIENT: u64 = 0;
 /// Records read from one ring (a client's submissions, a worker's completions) per pass at
-/// most: fairness between rings, and cache locality. A pass dispatches what it read while the
-/// tasks' entries (table slot, payload, bookkeeping: a few hundred bytes each) are still in the
-/// core's cache; at 4096 records per pass they were not, and ampd spent 12 % more CPU per task
-/// (`bench_tasks --compare-bin-dir`, 10 alternating pairs: 20 % more tasks/s at 512). At 64 the
-/// per-pass work shows.
+/// most: fairness between rings, and shorter passes — what a pass dispatches and answers is
+/// published at its end, so under load a result waits for at most this many records of work
+/// instead of 4096, and a pass dispatches what it read while the tasks' entries are still in
+/// cache. Throughput was the same within this host's noise at 256 to 4096 (`bench_tasks
+/// --compare-bin-dir`, sides swapped between invocations); at 64 the per-pass work shows.
 const READ_BUDGET: usize = 512;
 
 /// What the loop remembers of a task until it is answered, and of its run in flight (one
