@@ -457,7 +457,8 @@ fn deadline_passes_before_dispatch() {
 }
 
 /// `on_timeout = "fail"`: a task running past its kind's timeout is answered Failed (timed
-/// out) at the timeout; its late completion is dropped, not delivered a second time.
+/// out) at the timeout; its late completion is dropped, not delivered a second time, and frees
+/// the worker's place (a window of one: the next task runs only if it does).
 #[test]
 fn run_timeout_fail_answers_once_and_drops_the_late_completion() {
     let mut d = Ampd::start(
@@ -466,6 +467,7 @@ fn run_timeout_fail_answers_once_and_drops_the_late_completion() {
 [workers.flaky]
 command = "amp-flaky"
 kinds = ["flaky"]
+concurrency = 1
 [kinds.flaky]
 timeout = "200ms"
 on_timeout = "fail"
