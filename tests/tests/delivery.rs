@@ -227,10 +227,13 @@ max_attempts = 3
 
 /// A retryable error is retried with backoff up to `max_attempts`, then dead-lettered with the
 /// last error; the DLQ lists it, a DLQ retry runs it again (and it lands there again), a purge
-/// removes it. A non-retryable error fails at once.
+/// removes it. A non-retryable error fails at once. The worker has a window of one, so the
+/// task after all that runs only if every attempt, the re-run's too, freed its place.
 #[test]
 fn retries_then_dead_letter_then_dlq_retry_and_purge() {
-    let mut d = Ampd::start("", FLAKY);
+    let config = FLAKY.replace("kinds = [\"flaky\"]", "kinds = [\"flaky\"]\nconcurrency = 1");
+    assert_ne!(config, FLAKY);
+    let mut d = Ampd::start("", &config);
     d.wait_ready(&["flaky"], T);
     let mut c = Client::connect(&d.socket).expect("attach");
 
@@ -318,6 +321,8 @@ fn retries_then_dead_letter_then_dlq_retry_and_purge() {
     let s = d.status();
     assert_eq!(s.tasks.dead_lettered, 0, "{:?}", s.tasks);
     assert_eq!(s.tasks.done, 2, "{:?}", s.tasks);
+    let t = c.submit("flaky", b"ok").unwrap();
+    assert_eq!(c.wait_for(t, T).unwrap().status, ResultStatus::Ok);
     drop(c);
     let _ = d.shutdown(T);
 }
