@@ -93,6 +93,13 @@ struct Args {
     /// ampd's CPU per task (no summary line). Pairs alternate their order.
     #[arg(long)]
     compare_bin_dir: Option<PathBuf>,
+    /// With `--compare-bin-dir`: B's client window (and its ampd's `concurrency`) instead of
+    /// `--window` (compare windows with one build in both directories).
+    #[arg(long)]
+    compare_window: Option<u64>,
+    /// With `--compare-bin-dir`: B's submissions per flush instead of `--batch`.
+    #[arg(long)]
+    compare_batch: Option<u64>,
     /// Path of `bench_mp_pool.py` (the Python baseline is skipped without it).
     #[arg(long)]
     mp_script: Option<PathBuf>,
@@ -186,7 +193,10 @@ fn run(args: &Args) -> Result<()> {
     };
     println!("{}", header(&plan, quick));
     if let Some(b) = &args.compare_bin_dir {
-        return compare(&plan, &bin_dir, b, &args.ring);
+        let mut plan_b = plan;
+        plan_b.window = args.compare_window.unwrap_or(plan.window).max(1);
+        plan_b.batch = args.compare_batch.unwrap_or(plan.batch).max(1);
+        return compare(&plan, &plan_b, &bin_dir, b, &args.ring);
     }
 
     let mut one = Ampd::start(&bin_dir, "1", 1, plan.window, &args.ring)?;
@@ -288,14 +298,14 @@ fn run(args: &Args) -> Result<()> {
 
 /// `--compare-bin-dir`: plain throughput with one worker, build A (`a`) against build B (`b`),
 /// run by run in alternating order so that the host's slow and fast phases hit both alike.
-fn compare(plan: &Plan, a: &Path, b: &Path, ring: &str) -> Result<()> {
+fn compare(plan: &Plan, plan_b: &Plan, a: &Path, b: &Path, ring: &str) -> Result<()> {
     let mut da = Ampd::start(a, "a", 1, plan.window, ring)?;
-    let mut db = Ampd::start(b, "b", 1, plan.window, ring)?;
+    let mut db = Ampd::start(b, "b", 1, plan_b.window, ring)?;
     let mut ca = Client::connect(&da.socket).context("attaching to ampd A")?;
     let mut cb = Client::connect(&db.socket).context("attaching to ampd B")?;
     let warm = (plan.tasks / 10).clamp(1_000, 50_000);
     throughput(&mut ca, warm, plan.window, plan.batch, Drain::Ticket).context("warm-up A")?;
-    throughput(&mut cb, warm, plan.window, plan.batch, Drain::Ticket).context("warm-up B")?;
+    throughput(&mut cb, warm, plan_b.window, plan_b.batch, Drain::Ticket).context("warm-up B")?;
     let (mut rate_ratio, mut cpu_ratio) = (Series::default(), Series::default());
     println!("| pair | A tasks/s | B tasks/s | A ampd ns/task | B ampd ns/task |");
     println!("|---|---|---|---|---|");
@@ -303,9 +313,9 @@ fn compare(plan: &Plan, a: &Path, b: &Path, ring: &str) -> Result<()> {
         let (mut ta, mut tb) = (Tput::default(), Tput::default());
         if run % 2 == 0 {
             ta.measure(&mut ca, &da, plan, Drain::Ticket)?;
-            tb.measure(&mut cb, &db, plan, Drain::Ticket)?;
+            tb.measure(&mut cb, &db, plan_b, Drain::Ticket)?;
         } else {
-            tb.measure(&mut cb, &db, plan, Drain::Ticket)?;
+            tb.measure(&mut cb, &db, plan_b, Drain::Ticket)?;
             ta.measure(&mut ca, &da, plan, Drain::Ticket)?;
         }
         let ampd_ns = |t: &Tput| t.cpu.cpu[1].as_secs_f64() * 1e9 / t.cpu.tasks.max(1) as f64;
