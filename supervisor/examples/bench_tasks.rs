@@ -395,7 +395,13 @@ struct Ampd {
 
 impl Ampd {
     /// `label` tells apart the instances of one benchmark (scratch directory, shm prefix).
-    fn start(bin_dir: &Path, label: &str, replicas: usize, window: u64, ring: &str) -> Result<Self> {
+    fn start(
+        bin_dir: &Path,
+        label: &str,
+        replicas: usize,
+        window: u64,
+        ring: &str,
+    ) -> Result<Self> {
         let ampd = bin_dir.join("ampd");
         for b in ["ampd", "amp-echo"] {
             if !bin_dir.join(b).exists() {

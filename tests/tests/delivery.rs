@@ -231,7 +231,10 @@ max_attempts = 3
 /// task after all that runs only if every attempt, the re-run's too, freed its place.
 #[test]
 fn retries_then_dead_letter_then_dlq_retry_and_purge() {
-    let config = FLAKY.replace("kinds = [\"flaky\"]", "kinds = [\"flaky\"]\nconcurrency = 1");
+    let config = FLAKY.replace(
+        "kinds = [\"flaky\"]",
+        "kinds = [\"flaky\"]\nconcurrency = 1",
+    );
     assert_ne!(config, FLAKY);
     let mut d = Ampd::start("", &config);
     d.wait_ready(&["flaky"], T);

@@ -154,7 +154,10 @@ impl WindowedHistogram {
     /// The slot indices of the last `span` slots at `now`: `first..=last`.
     fn recent_range(&self, now: Instant, span: usize) -> (u64, u64) {
         let index = self.index(now);
-        ((index + 1).saturating_sub(span.min(self.capacity) as u64), index)
+        (
+            (index + 1).saturating_sub(span.min(self.capacity) as u64),
+            index,
+        )
     }
 
     /// The slots of the last `span` slots at `now` (the newest, possibly partial, included).
@@ -488,7 +491,10 @@ mod tests {
             for _ in 0..3000 {
                 at = match rng.random_range(0..100) {
                     0 => at + ms(rng.random_range(1_000..30_000)),
-                    1..=3 => at.checked_sub(ms(rng.random_range(1..300))).unwrap_or(at).max(t0),
+                    1..=3 => at
+                        .checked_sub(ms(rng.random_range(1..300)))
+                        .unwrap_or(at)
+                        .max(t0),
                     4..=40 => at + Duration::from_micros(rng.random_range(1..200_000)),
                     _ => at,
                 };

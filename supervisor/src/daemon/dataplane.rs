@@ -633,17 +633,17 @@ impl Daemon {
                     self.plane.meta.remove(h.id);
                 }
                 if let Outcome::Loopback { payload, reason } = outcome {
-                    outcome = match self.plane.pipeline.loopback(
-                        TaskId(h.id),
-                        kind,
-                        h.score,
-                        &reason,
-                    ) {
-                        crate::pipeline::LoopVerdict::Requeue => {
-                            Outcome::Loopback { payload, reason }
-                        }
-                        crate::pipeline::LoopVerdict::Complete => Outcome::Ok(payload),
-                    };
+                    outcome =
+                        match self
+                            .plane
+                            .pipeline
+                            .loopback(TaskId(h.id), kind, h.score, &reason)
+                        {
+                            crate::pipeline::LoopVerdict::Requeue => {
+                                Outcome::Loopback { payload, reason }
+                            }
+                            crate::pipeline::LoopVerdict::Complete => Outcome::Ok(payload),
+                        };
                 }
                 let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Loopback { .. });
                 let latency = now.saturating_duration_since(since);
