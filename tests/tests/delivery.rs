@@ -924,3 +924,65 @@ fn ampctl_submit_queued_unknown_kind_and_dlq_list() {
     assert!(dlq(&d).is_empty());
     let _ = d.shutdown(T);
 }
+
+/// The state letter of process `pid` (`/proc/<pid>/stat`: R running, S sleeping, T stopped…).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// A worker that dies with more completions unread on its ring than ampd reads from one ring in
+/// a pass: ampd reads them all before it requeues what was in flight, so every finished task is
+/// answered once from its first attempt — none runs again or counts as exposed to the death.
+/// (The worker is stopped while all the tasks are written to its ring, then ampd is stopped
+/// while the worker runs them; the worker is killed once it sleeps with its ring empty.)
+#[test]
+fn completions_left_on_a_dead_worker_ring_are_all_read() {
+    use nix::sys::signal::{kill, Signal};
+    const N: usize = 2000;
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.flaky]
+command = "amp-flaky"
+kinds = ["flaky"]
+concurrency = 4096
+[kinds.flaky]
+"#,
+    );
+    d.wait_ready(&["flaky"], T);
+    let wpid = worker(&d.status(), "flaky").unwrap().pid.unwrap();
+    let signal = |pid: u32, sig| {
+        kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+    };
+    signal(wpid, Signal::SIGSTOP);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let tickets: Vec<Ticket> = (0..N).map(|_| c.submit("flaky", b"ok").unwrap()).collect();
+    d.wait_for("every task written to the stopped worker's ring", T, |s| {
+        s.tasks.in_flight == N as u64
+    });
+    let ampd = d.pid();
+    signal(ampd, Signal::SIGSTOP);
+    signal(wpid, Signal::SIGCONT);
+    // The worker runs the 2000 no-op tasks in milliseconds, then blocks with its ring empty.
+    let deadline = Instant::now() + T;
+    let mut sleeping = 0;
+    while sleeping < 5 {
+        assert!(Instant::now() < deadline, "the worker never went to sleep");
+        sleeping = if proc_state(wpid) == Some('S') { sleeping + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(wpid, Signal::SIGKILL);
+    signal(ampd, Signal::SIGCONT);
+    for t in tickets {
+        let r = c.wait_for(t, T).unwrap();
+        assert_eq!(r.status, ResultStatus::Ok, "{}", r.text());
+        assert_eq!(r.attempts, 1, "task {} ran again after the death", r.task_id);
+    }
+    let s = d.wait_for("the worker restarted", T, |s| {
+        worker(s, "flaky").is_some_and(|w| w.state == "ready" && w.pid != Some(wpid))
+    });
+    assert_eq!(s.tasks.in_flight, 0, "{:?}", s.tasks);
+    drop(c);
+    let _ = d.shutdown(T);
+}

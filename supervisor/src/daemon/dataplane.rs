@@ -583,7 +583,28 @@ impl Daemon {
         moved
     }
 
-    /// Reads one unit's completions ring.
+    /// Reads everything left on one unit's completions ring (its worker exited or is going
+    /// away: a pass's [`READ_BUDGET`] would leave finished tasks unread, to be run again and
+    /// counted as exposed to the death). Bounded by what a full ring can hold.
+    pub(super) fn read_unit_completions_to_end(&mut self, u: usize, now: Instant) {
+        let Some(capacity) = self.units[u]
+            .proc
+            .as_mut()
+            .and_then(|p| p.ipc.as_mut())
+            .map(|ipc| ipc.end.completions.consumer().capacity())
+        else {
+            return;
+        };
+        // A record takes at least 8 bytes.
+        let passes = usize::try_from(capacity / 8).unwrap_or(usize::MAX) / READ_BUDGET + 1;
+        for _ in 0..passes {
+            if !self.read_unit_completions(u, now) {
+                break;
+            }
+        }
+    }
+
+    /// Reads one unit's completions ring (at most [`READ_BUDGET`] records).
     pub(super) fn read_unit_completions(&mut self, u: usize, now: Instant) -> bool {
         // Taken while in use (a nested read, e.g. from a flow action, gets a fresh one).
         let mut batch = std::mem::take(&mut self.plane.completion_buf);
@@ -1348,7 +1369,7 @@ impl Daemon {
     /// A unit is gone: its completions are read one last time, its in-flight tasks requeued.
     pub(super) fn unit_lost(&mut self, u: usize, cause: LostCause) {
         let now = Instant::now();
-        self.read_unit_completions(u, now);
+        self.read_unit_completions_to_end(u, now);
         for (k, r) in self.plane.routers.iter_mut().enumerate() {
             if r.worker_removed(u).is_ok() {
                 self.plane

@@ -639,7 +639,7 @@ impl Daemon {
         // Flush the rest of its output and read its last completions before forgetting it.
         self.on_output(u, SLOT_STDOUT);
         self.on_output(u, SLOT_STDERR);
-        self.read_unit_completions(u, Instant::now());
+        self.read_unit_completions_to_end(u, Instant::now());
         self.drop_proc(u);
         self.feed(Event::Exited {
             unit: self.uid(u),
