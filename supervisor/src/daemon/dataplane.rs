@@ -868,9 +868,18 @@ impl Daemon {
                 }
                 self.run_flow(now, flow);
             }
-            DeliveryAction::Deliver { to, id, outcome } => {
-                let m = self.plane.meta.get(id.0).copied();
-                let (kind, class) = m.map_or((0, 0), |m| (m.kind, m.class));
+            DeliveryAction::Deliver {
+                to,
+                id,
+                kind,
+                class,
+                outcome,
+            } => {
+                if to.client == crate::pipeline::PIPELINE_CLIENT {
+                    // A task the pipeline submitted: its answer goes to the pipeline, never
+                    // through `answer` under this id, so the loop forgets it here.
+                    self.plane.take_meta(id.0);
+                }
                 self.deliver(now, to, id, kind, class, outcome);
             }
             DeliveryAction::KillWorker { unit, id } => {

@@ -116,7 +116,8 @@
 //! let t1 = t0 + Duration::from_millis(5);
 //! assert!(d.completed(t1, 3, id, 1, Outcome::Ok(b"stale".to_vec())).is_empty());
 //! let actions = d.completed(t1, 4, id, 2, Outcome::Ok(b"HELLO".to_vec()));
-//! assert_eq!(actions, [DeliveryAction::Deliver { to: client, id, outcome: FinalOutcome::Ok(b"HELLO".to_vec()) }]);
+//! let ok = FinalOutcome::Ok(b"HELLO".to_vec());
+//! assert_eq!(actions, [DeliveryAction::Deliver { to: client, id, kind: 0, class: 0, outcome: ok }]);
 //! assert_eq!(d.census().done, 1);
 //! d.check_invariants();
 //! # Ok::<(), OptionsError>(())

@@ -437,38 +437,35 @@ impl Delivery {
             FinalOutcome::DeadLettered { .. } | FinalOutcome::Rejected { .. } => |_| {},
         };
         self.stats.bump(task.kind, count);
-        self.answer(task.id, task.submitter, task.joined(), outcome, out);
+        let to = (task.submitter, task.joined());
+        self.answer(task.id, (task.kind, task.class), to, outcome, out);
     }
 
-    /// Emits one [`DeliveryAction::Deliver`] per submitter (the original first).
+    /// Emits one [`DeliveryAction::Deliver`] per submitter (the original first) of task `id`
+    /// of `(kind, class)`; `to` is the original submitter and the joined ones.
     fn answer(
         &mut self,
         id: TaskId,
-        submitter: Submitter,
-        joined: &[Submitter],
+        (kind, class): (u32, usize),
+        (submitter, joined): (Submitter, &[Submitter]),
         outcome: FinalOutcome,
         out: &mut Vec<DeliveryAction>,
     ) {
         let n = joined.len() as u64 + 1;
+        let deliver = |to, outcome| DeliveryAction::Deliver {
+            to,
+            id,
+            kind,
+            class,
+            outcome,
+        };
         match joined.split_last() {
-            None => out.push(DeliveryAction::Deliver {
-                to: submitter,
-                id,
-                outcome,
-            }),
+            None => out.push(deliver(submitter, outcome)),
             Some((&last, rest)) => {
                 for &to in std::iter::once(&submitter).chain(rest) {
-                    out.push(DeliveryAction::Deliver {
-                        to,
-                        id,
-                        outcome: outcome.clone(),
-                    });
+                    out.push(deliver(to, outcome.clone()));
                 }
-                out.push(DeliveryAction::Deliver {
-                    to: last,
-                    id,
-                    outcome,
-                });
+                out.push(deliver(last, outcome));
             }
         }
         self.answers += n;
@@ -486,7 +483,7 @@ impl Delivery {
         out: &mut Vec<DeliveryAction>,
     ) {
         let t = &mut self.tasks[key];
-        let (id, kind) = (t.id, t.kind);
+        let (id, kind, class) = (t.id, t.kind, t.class);
         let first = !t.answered;
         let joined = t.take_joined();
         let submitter = t.submitter;
@@ -503,7 +500,7 @@ impl Delivery {
             let outcome = FinalOutcome::DeadLettered {
                 reason: reason.clone(),
             };
-            self.answer(id, submitter, &joined, outcome, out);
+            self.answer(id, (kind, class), (submitter, &joined), outcome, out);
         }
         self.set_state(key, State::DeadLettered { reason, at: now });
     }

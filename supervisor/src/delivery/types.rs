@@ -199,6 +199,11 @@ pub enum DeliveryAction {
         to: Submitter,
         /// The task.
         id: TaskId,
+        /// Its kind (the loop needs it for the cache, triggers and routes after the task has
+        /// left the table).
+        kind: u32,
+        /// Its class.
+        class: usize,
         /// Its final outcome.
         outcome: FinalOutcome,
     },

@@ -46,7 +46,7 @@
 //! **Delivery actions**: for `Requeue { id, .. }` and `ScheduleRetry { id, .. }` also call
 //! [`Pipeline::task_restarted`] (subtasks of the old run are cancelled).
 //!
-//! **Answering** — every `Deliver { to, id, outcome }` of the delivery core:
+//! **Answering** — every `Deliver { to, id, kind, class, outcome }` of the delivery core:
 //! 1. if `id`'s kind is deterministic: `for w in cache.finished(now, wall, id, &outcome)`,
 //!    answer `w` with a clone of the outcome the same way (coalesced submitters);
 //! 2. `completed` triggers: `triggers.completed(kind, outcome.is_ok(), bytes)` for kinds with

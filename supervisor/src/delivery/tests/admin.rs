@@ -59,6 +59,34 @@ fn a_duplicate_key_joins_the_task_and_every_submitter_is_answered_once() {
     assert_eq!(r4, Err(SubmitError::AlreadyFinished { id }));
 }
 
+/// Every `Deliver` of a task names its kind and class, the joined submitters' too: the event
+/// loop routes each answer by them (cache, triggers, pipeline routes) after the task has left the
+/// table, and once took kind 0 for every answer after the first.
+#[test]
+fn every_answer_names_the_task_kind_and_class() {
+    let mut h = H::new(vec![kind(3), kind(3)], opts());
+    let mut submit = |h: &mut H| {
+        let who = h.submitter();
+        let mut t = NewTask::new(1, 1, b"k".to_vec(), who);
+        t.idempotency_key = Some("order-9".into());
+        let r = h.d.submit(h.now, t).unwrap();
+        (r.id(), who)
+    };
+    let (id, w1) = submit(&mut h);
+    let (joined, w2) = submit(&mut h);
+    assert_eq!(joined, id);
+    let a = h.dispatch(id, 0);
+    let out = h.complete(0, id, a, ok(b"r"));
+    let answer = |to| DeliveryAction::Deliver {
+        to,
+        id,
+        kind: 1,
+        class: 1,
+        outcome: FinalOutcome::Ok(b"r".to_vec()),
+    };
+    assert_eq!(out, [answer(w1), answer(w2)]);
+}
+
 #[test]
 fn a_key_does_not_join_a_task_of_another_kind_or_shape() {
     let mut h = H::new(vec![kind(1), kind(1)], opts());
@@ -230,7 +258,13 @@ fn cancel_all_answers_every_waiting_submitter_and_leaves_the_dlq() {
                 id: running,
                 unit: 4
             },
-            deliver(wt, retrying, c),
+            DeliveryAction::Deliver {
+                to: wt,
+                id: retrying,
+                kind: 1,
+                class: 0,
+                outcome: c
+            },
         ]
     );
     assert_eq!(h.d.census().pending(), 0);

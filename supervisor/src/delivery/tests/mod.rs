@@ -164,8 +164,15 @@ pub(super) fn fatal(m: &str) -> Outcome {
     }
 }
 
+/// A [`DeliveryAction::Deliver`] of a task of kind 0, class 0 (what most tests submit).
 pub(super) fn deliver(to: Submitter, id: TaskId, outcome: FinalOutcome) -> DeliveryAction {
-    DeliveryAction::Deliver { to, id, outcome }
+    DeliveryAction::Deliver {
+        to,
+        id,
+        kind: 0,
+        class: 0,
+        outcome,
+    }
 }
 
 pub(super) fn requeue(id: TaskId, kind: u32, front: bool) -> DeliveryAction {
