@@ -969,7 +969,11 @@ concurrency = 4096
     let mut sleeping = 0;
     while sleeping < 5 {
         assert!(Instant::now() < deadline, "the worker never went to sleep");
-        sleeping = if proc_state(wpid) == Some('S') { sleeping + 1 } else { 0 };
+        sleeping = if proc_state(wpid) == Some('S') {
+            sleeping + 1
+        } else {
+            0
+        };
         std::thread::sleep(Duration::from_millis(20));
     }
     signal(wpid, Signal::SIGKILL);
@@ -977,7 +981,11 @@ concurrency = 4096
     for t in tickets {
         let r = c.wait_for(t, T).unwrap();
         assert_eq!(r.status, ResultStatus::Ok, "{}", r.text());
-        assert_eq!(r.attempts, 1, "task {} ran again after the death", r.task_id);
+        assert_eq!(
+            r.attempts, 1,
+            "task {} ran again after the death",
+            r.task_id
+        );
     }
     let s = d.wait_for("the worker restarted", T, |s| {
         worker(s, "flaky").is_some_and(|w| w.state == "ready" && w.pid != Some(wpid))

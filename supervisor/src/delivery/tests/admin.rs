@@ -65,7 +65,7 @@ fn a_duplicate_key_joins_the_task_and_every_submitter_is_answered_once() {
 #[test]
 fn every_answer_names_the_task_kind_and_class() {
     let mut h = H::new(vec![kind(3), kind(3)], opts());
-    let mut submit = |h: &mut H| {
+    let submit = |h: &mut H| {
         let who = h.submitter();
         let mut t = NewTask::new(1, 1, b"k".to_vec(), who);
         t.idempotency_key = Some("order-9".into());
