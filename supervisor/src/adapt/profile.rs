@@ -91,25 +91,14 @@ impl WindowedHistogram {
             }
         }
         let index = self.index(now);
-        self.expire(index);
-        if self.slots.back().is_none_or(|s| s.index < index) {
-            let hist = self.spare.pop().unwrap_or_else(new_histogram);
-            self.slots.push_back(Slot {
-                index,
-                hist,
-                errors: 0,
-            });
-            self.newest = self.span_of(index);
-        }
-        // A `now` older than the newest slot (time must not go backwards) lands in the newest.
-        let slot = self.slots.back_mut().expect("pushed above");
+        let slot = self.slot_for(index);
         Self::add(slot, latency, ok);
     }
 
-    /// Adds a whole histogram of latencies (µs) and `errors` failures into slot `index` (as if
-    /// each had been recorded at a time inside that slot). A slot older than the newest lands
-    /// in the newest, like a record with an old `now`.
-    fn add_slot(&mut self, index: u64, hist: &Histogram<u64>, errors: u64) {
+    /// The slot that records at slot index `index` land in: slots that left the window are
+    /// dropped, a newer slot is started when `index` is past the newest, and an `index` older
+    /// than the newest (time must not go backwards) lands in the newest.
+    fn slot_for(&mut self, index: u64) -> &mut Slot {
         self.expire(index);
         if self.slots.back().is_none_or(|s| s.index < index) {
             let hist = self.spare.pop().unwrap_or_else(new_histogram);
@@ -120,7 +109,13 @@ impl WindowedHistogram {
             });
             self.newest = self.span_of(index);
         }
-        let slot = self.slots.back_mut().expect("pushed above");
+        self.slots.back_mut().expect("pushed above")
+    }
+
+    /// Adds a whole histogram of latencies (µs) and `errors` failures into slot `index` (as if
+    /// each had been recorded at a time inside that slot), through [`Self::slot_for`].
+    fn add_slot(&mut self, index: u64, hist: &Histogram<u64>, errors: u64) {
+        let slot = self.slot_for(index);
         // The same precision on both sides; a histogram that auto-resizes takes any value.
         let _ = slot.hist.add(hist);
         slot.errors += errors;
