@@ -8,6 +8,14 @@ use amp_tests::Ampd;
 
 const T: Duration = Duration::from_secs(20);
 
+/// One amp-echo worker whose rings take records of up to 64 KiB.
+const ECHO_64K: &str = r#"
+[workers.echo]
+command = "amp-echo"
+kinds = ["echo"]
+ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
+"#;
+
 fn opts(kind: &str) -> Submit<'_> {
     Submit {
         kind,
@@ -337,15 +345,7 @@ intensity = { max_restarts = 100, window = "1m" }
 /// naming max_record; the worker keeps serving.
 #[test]
 fn an_oversized_chunk_result_fails_the_chunk_not_the_worker() {
-    let (d, mut c) = start(
-        r#"
-[workers.echo]
-command = "amp-echo"
-kinds = ["echo"]
-ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
-"#,
-        &["echo"],
-    );
+    let (d, mut c) = start(ECHO_64K, &["echo"]);
     // 13 200 empty items: the 52 804-byte payload fits a 64 KiB record, the 66 004-byte result
     // (5 bytes per item) does not.
     let items = vec![[0u8; 0]; 13_200];
@@ -368,15 +368,7 @@ ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
 /// overflow the ring with a few dozen tasks.
 #[test]
 fn results_beyond_the_client_ring_arrive_as_the_client_reads() {
-    let (d, mut c) = start(
-        r#"
-[workers.echo]
-command = "amp-echo"
-kinds = ["echo"]
-ring = { tasks = "1MiB", completions = "1MiB", max_record = "64KiB" }
-"#,
-        &["echo"],
-    );
+    let (d, mut c) = start(ECHO_64K, &["echo"]);
     // 1000 items of 8 bytes: a 12 004-byte chunk, a 13 004-byte result.
     let chunk =
         |n: u64| -> Vec<[u8; 8]> { (n * 1000..(n + 1) * 1000).map(u64::to_le_bytes).collect() };

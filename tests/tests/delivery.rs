@@ -225,18 +225,28 @@ kinds = ["flaky"]
 max_attempts = 3
 "#;
 
+/// One amp-flaky worker serving kind `flaky` with a window of `concurrency` tasks, and the
+/// kind's settings `kind` (TOML lines).
+fn flaky(concurrency: u32, kind: &str) -> String {
+    format!(
+        r#"
+[workers.flaky]
+command = "amp-flaky"
+kinds = ["flaky"]
+concurrency = {concurrency}
+[kinds.flaky]
+{kind}
+"#
+    )
+}
+
 /// A retryable error is retried with backoff up to `max_attempts`, then dead-lettered with the
 /// last error; the DLQ lists it, a DLQ retry runs it again (and it lands there again), a purge
 /// removes it. A non-retryable error fails at once. The worker has a window of one, so the
 /// task after all that runs only if every attempt, the re-run's too, freed its place.
 #[test]
 fn retries_then_dead_letter_then_dlq_retry_and_purge() {
-    let config = FLAKY.replace(
-        "kinds = [\"flaky\"]",
-        "kinds = [\"flaky\"]\nconcurrency = 1",
-    );
-    assert_ne!(config, FLAKY);
-    let mut d = Ampd::start("", &config);
+    let mut d = Ampd::start("", &flaky(1, "max_attempts = 3"));
     d.wait_ready(&["flaky"], T);
     let mut c = Client::connect(&d.socket).expect("attach");
 
@@ -469,18 +479,7 @@ fn deadline_passes_before_dispatch() {
 /// the worker's place (a window of one: the next task runs only if it does).
 #[test]
 fn run_timeout_fail_answers_once_and_drops_the_late_completion() {
-    let mut d = Ampd::start(
-        "",
-        r#"
-[workers.flaky]
-command = "amp-flaky"
-kinds = ["flaky"]
-concurrency = 1
-[kinds.flaky]
-timeout = "200ms"
-on_timeout = "fail"
-"#,
-    );
+    let mut d = Ampd::start("", &flaky(1, "timeout = \"200ms\"\non_timeout = \"fail\""));
     d.wait_ready(&["flaky"], T);
     let pid = worker(&d.status(), "flaky").unwrap().pid;
     let mut c = Client::connect(&d.socket).expect("attach");
@@ -940,16 +939,7 @@ fn proc_state(pid: u32) -> Option<char> {
 fn completions_left_on_a_dead_worker_ring_are_all_read() {
     use nix::sys::signal::{kill, Signal};
     const N: usize = 2000;
-    let mut d = Ampd::start(
-        "",
-        r#"
-[workers.flaky]
-command = "amp-flaky"
-kinds = ["flaky"]
-concurrency = 4096
-[kinds.flaky]
-"#,
-    );
+    let mut d = Ampd::start("", &flaky(4096, ""));
     d.wait_ready(&["flaky"], T);
     let wpid = worker(&d.status(), "flaky").unwrap().pid.unwrap();
     let signal = |pid: u32, sig| {
