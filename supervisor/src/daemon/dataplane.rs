@@ -88,7 +88,7 @@ pub struct Plane {
     next_control_tag: u64,
     dispatch_buf: Vec<Dispatch>,
     /// Reused by every pass to read a client's submissions.
-    submission_buf: Vec<Submission>,
+    submission_buf: Vec<OwnedSubmission>,
     /// Reused by every pass to read a worker's completions.
     completion_buf: Vec<FromRing>,
     /// Reused per completion (taken while in use, so nested use allocates its own).
@@ -285,8 +285,9 @@ fn drain_ring<T>(
     None
 }
 
-/// A submission read from a client's ring: header, idempotency key, payload.
-type Submission = (SubmitHeader, Option<String>, Vec<u8>);
+/// A submission copied out of a client's ring (the owned form of
+/// [`amp_ipc::wire::Submission`]): header, idempotency key, payload.
+type OwnedSubmission = (SubmitHeader, Option<String>, Vec<u8>);
 
 /// A record on a worker's completions ring.
 enum FromRing {
