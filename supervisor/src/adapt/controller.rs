@@ -368,15 +368,24 @@ impl Controller {
 
     /// A task of `kind` was dispatched to `unit`.
     pub fn observe_dispatch(&mut self, kind: &str, unit: usize, now: Instant) {
+        self.observe_dispatches(kind, unit, 1, now);
+    }
+
+    /// `count` tasks of `kind` were dispatched to `unit`, one after the other, at `now`: the
+    /// same as `count` calls of [`Self::observe_dispatch`], with one lookup (the event loop
+    /// reports a dispatch batch at once).
+    pub fn observe_dispatches(&mut self, kind: &str, unit: usize, count: u32, now: Instant) {
         if let Some(w) = self.worker_mut(kind, unit) {
-            if w.in_flight == 0 {
-                w.last_progress = now;
-                w.busy_since = Some(now);
+            for _ in 0..count {
+                if w.in_flight == 0 {
+                    w.last_progress = now;
+                    w.busy_since = Some(now);
+                }
+                if w.ahead.len() < 1 << 16 {
+                    w.ahead.push_back(w.in_flight);
+                }
+                w.in_flight += 1;
             }
-            if w.ahead.len() < 1 << 16 {
-                w.ahead.push_back(w.in_flight);
-            }
-            w.in_flight += 1;
             w.in_flight_max = w.in_flight_max.max(w.in_flight);
         }
     }
@@ -391,23 +400,39 @@ impl Controller {
         ok: bool,
         now: Instant,
     ) {
+        self.observe_completions(kind, unit, [(latency, ok)], now);
+    }
+
+    /// Tasks of `kind` dispatched to `unit` completed at `now`, in this order, each `(latency,
+    /// ok)`: the same as one [`Self::observe_completion`] per sample, with one lookup (the
+    /// event loop reports what it read from a completions ring at once).
+    pub fn observe_completions(
+        &mut self,
+        kind: &str,
+        unit: usize,
+        samples: impl IntoIterator<Item = (Duration, bool)>,
+        now: Instant,
+    ) {
         self.epoch(now);
         let settle = self.config.canary.settle;
         let Some(k) = self.kinds.get_mut(kind) else {
             return;
         };
-        k.profile.record(now, latency, ok);
-        if let Some(c) = &mut k.canary {
-            c.record(unit, latency, ok, now, settle);
-        }
-        if let Some(w) = k.workers.get_mut(&unit) {
-            w.profile.record(now, latency, ok);
-            // Completions are taken in dispatch order (exact for a worker serving one task at a
-            // time, an approximation for one serving several).
-            let ahead = w.ahead.pop_front().unwrap_or(0);
-            w.limiter.sample(latency, ok, ahead);
-            w.last_progress = now;
-            w.task_left(now);
+        let mut w = k.workers.get_mut(&unit);
+        for (latency, ok) in samples {
+            k.profile.record(now, latency, ok);
+            if let Some(c) = &mut k.canary {
+                c.record(unit, latency, ok, now, settle);
+            }
+            if let Some(w) = w.as_deref_mut() {
+                w.profile.record(now, latency, ok);
+                // Completions are taken in dispatch order (exact for a worker serving one task
+                // at a time, an approximation for one serving several).
+                let ahead = w.ahead.pop_front().unwrap_or(0);
+                w.limiter.sample(latency, ok, ahead);
+                w.last_progress = now;
+                w.task_left(now);
+            }
         }
     }
 

@@ -95,6 +95,8 @@ pub struct Plane {
     action_buf: Vec<DeliveryAction>,
     /// Reused per answer, like `action_buf`.
     flow_buf: Vec<crate::pipeline::FlowAction>,
+    /// Completions read in a pass, for the observers: `(kind, latency, ok)`; reused.
+    observed_buf: Vec<(u32, Duration, bool)>,
     /// Units whose tasks ring has unpublished records.
     dirty_units: Vec<usize>,
     /// Clients whose results ring has unpublished records.
@@ -191,6 +193,7 @@ impl Plane {
             completion_buf: Vec::new(),
             action_buf: Vec::new(),
             flow_buf: Vec::new(),
+            observed_buf: Vec::new(),
             dirty_units: Vec::new(),
             dirty_clients: Vec::new(),
             busy: false,
@@ -637,6 +640,10 @@ impl Daemon {
             why
         };
         let moved = !batch.is_empty();
+        // The observers (`ampctl stats`, health, the adaptive controller) learn of the
+        // completions after the batch, a lookup per kind instead of per completion; taken like
+        // `batch`.
+        let mut observed = std::mem::take(&mut self.plane.observed_buf);
         for rec in batch.drain(..) {
             let (h, mut outcome) = match rec {
                 FromRing::Done(h, o) => (h, o),
@@ -670,22 +677,7 @@ impl Daemon {
                 let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Loopback { .. });
                 let latency = now.saturating_duration_since(since);
                 let _ = self.plane.routers[kind as usize].completed(u, latency, ok, now);
-                self.plane
-                    .pair_stats
-                    .entry((kind, u))
-                    .or_insert_with(|| super::requests::PairStats::new(now))
-                    .record(
-                        u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                        ok,
-                        now,
-                    );
-                if let Some(h) = self.obs.health.get_mut(u) {
-                    h.task_done(ok);
-                }
-                let kname = &self.plane.kind_names[kind as usize];
-                self.plane
-                    .adapt
-                    .observe_completion(kname, u, latency, ok, now);
+                observed.push((kind, latency, ok));
             }
             let mut actions = std::mem::take(&mut self.plane.action_buf);
             self.plane.delivery.completed_into(
@@ -702,6 +694,9 @@ impl Daemon {
             self.plane.action_buf = actions;
         }
         self.plane.completion_buf = batch;
+        self.observe_completions(u, &observed, now);
+        observed.clear();
+        self.plane.observed_buf = observed;
         if let Some(why) = bad {
             // Shared memory written by the worker is untrusted: a malformed ring is the worker's
             // fault; kill it (its tasks are requeued when its exit is seen).
@@ -720,6 +715,39 @@ impl Daemon {
         moved
     }
 
+    /// Tells the observers of `unit`'s completions `observed` — `(kind, latency, ok)` in the
+    /// order they were read — one lookup per run of one kind.
+    fn observe_completions(&mut self, u: usize, observed: &[(u32, Duration, bool)], now: Instant) {
+        for run in observed.chunk_by(|a, b| a.0 == b.0) {
+            let kind = run[0].0;
+            let pair = self
+                .plane
+                .pair_stats
+                .entry((kind, u))
+                .or_insert_with(|| super::requests::PairStats::new(now));
+            let health = self.obs.health.get_mut(u);
+            for &(_, latency, ok) in run {
+                pair.record(
+                    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                    ok,
+                    now,
+                );
+            }
+            if let Some(h) = health {
+                for &(_, _, ok) in run {
+                    h.task_done(ok);
+                }
+            }
+            let kname = &self.plane.kind_names[kind as usize];
+            self.plane.adapt.observe_completions(
+                kname,
+                u,
+                run.iter().map(|&(_, latency, ok)| (latency, ok)),
+                now,
+            );
+        }
+    }
+
     fn dispatch_tasks(&mut self, now: Instant) -> bool {
         let mut moved = false;
         for k in 0..self.plane.routers.len() {
@@ -730,27 +758,46 @@ impl Daemon {
             buf.clear();
             let limit = 4096;
             self.plane.routers[k].dispatch_batch(now, limit, &mut buf);
+            // The controller learns of the dispatches per run of one unit (one lookup each).
+            let mut run: Option<(usize, u32)> = None;
             for d in &buf {
                 moved = true;
-                self.send_task(now, k, *d);
+                if !self.send_task(now, k, *d) {
+                    continue;
+                }
+                match &mut run {
+                    Some((unit, count)) if *unit == d.unit => *count += 1,
+                    _ => {
+                        if let Some((unit, count)) = run.replace((d.unit, 1)) {
+                            let kname = &self.plane.kind_names[k];
+                            self.plane.adapt.observe_dispatches(kname, unit, count, now);
+                        }
+                    }
+                }
+            }
+            if let Some((unit, count)) = run {
+                let kname = &self.plane.kind_names[k];
+                self.plane.adapt.observe_dispatches(kname, unit, count, now);
             }
             self.plane.dispatch_buf = buf;
         }
         moved
     }
 
-    fn send_task(&mut self, now: Instant, kind: usize, d: Dispatch) {
+    /// Writes dispatch `d` into its unit's tasks ring; whether it was written (the caller
+    /// tells the controller).
+    fn send_task(&mut self, now: Instant, kind: usize, d: Dispatch) -> bool {
         let id = TaskId(d.task);
         let info = match self.plane.delivery.take_for_dispatch(now, id, d.unit) {
             Take::Dispatch(info) => info,
             Take::Expired(actions) => {
                 let _ = self.plane.routers[kind].abandoned(d.unit, now);
                 self.carry_out(now, actions);
-                return;
+                return false;
             }
             Take::Skip => {
                 let _ = self.plane.routers[kind].abandoned(d.unit, now);
-                return;
+                return false;
             }
         };
         let header = TaskHeader {
@@ -810,8 +857,6 @@ impl Daemon {
                     },
                 );
             }
-            let kname = &self.plane.kind_names[kind];
-            self.plane.adapt.observe_dispatch(kname, d.unit, now);
             if !self.plane.dirty_units.contains(&d.unit) {
                 self.plane.dirty_units.push(d.unit);
             }
@@ -820,6 +865,7 @@ impl Daemon {
             let actions = self.plane.delivery.dispatch_failed(id, d.unit);
             self.carry_out(now, actions);
         }
+        written
     }
 
     fn flush_rings(&mut self) {

@@ -456,3 +456,52 @@ fn costs_follow_each_workers_service_time_in_auto_mode_only() {
         .iter()
         .any(|a| matches!(a, AdaptAction::SetCost { .. })));
 }
+
+#[test]
+fn batched_observations_read_like_one_call_per_task() {
+    // The event loop reports a dispatch batch and a pass's completions at once: the controller
+    // must end in the same state, and decide the same, as when told task by task.
+    let mut single = Controller::new(config(Mode::Auto), 7).unwrap();
+    let mut batched = Controller::new(config(Mode::Auto), 7).unwrap();
+    let mut now = Instant::now();
+    for c in [&mut single, &mut batched] {
+        c.observe_worker_added(KIND, 0, "g", now);
+        c.observe_worker_added(KIND, 1, "g", now);
+        let _ = c.tick(now);
+    }
+    let mut single_actions = Vec::new();
+    let mut batched_actions = Vec::new();
+    for round in 0..40u64 {
+        for unit in 0..2usize {
+            let count = 1 + u32::try_from((round * 7 + unit as u64 * 3) % 11).unwrap();
+            for _ in 0..count {
+                single.observe_dispatch(KIND, unit, now);
+            }
+            batched.observe_dispatches(KIND, unit, count, now);
+            now += Duration::from_micros(300);
+            // Latencies that vary, some failures: the limiter's samples and `ahead` matter.
+            let samples: Vec<(Duration, bool)> = (0..count)
+                .map(|i| {
+                    let ms = 1 + (round + u64::from(i) * 5 + unit as u64) % 9;
+                    (Duration::from_millis(ms), (round + u64::from(i)) % 13 != 0)
+                })
+                .collect();
+            for &(latency, ok) in &samples {
+                single.observe_completion(KIND, unit, latency, ok, now);
+            }
+            batched.observe_completions(KIND, unit, samples.iter().copied(), now);
+        }
+        for c in [&mut single, &mut batched] {
+            c.observe_queue(KIND, 5, Duration::from_millis(20), now);
+        }
+        now += Duration::from_millis(60);
+        single_actions.extend(single.tick(now));
+        batched_actions.extend(batched.tick(now));
+    }
+    assert!(!single_actions.is_empty(), "the rounds move the windows");
+    assert_eq!(
+        format!("{batched_actions:?}"),
+        format!("{single_actions:?}")
+    );
+    assert_eq!(batched.describe(now), single.describe(now));
+}
