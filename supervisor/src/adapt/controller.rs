@@ -406,26 +406,26 @@ impl Controller {
     /// Tasks of `kind` dispatched to `unit` completed at `now`, in this order, each `(latency,
     /// ok)`: the same as one [`Self::observe_completion`] per sample, with one lookup (the
     /// event loop reports what it read from a completions ring at once).
-    pub fn observe_completions(
-        &mut self,
-        kind: &str,
-        unit: usize,
-        samples: impl IntoIterator<Item = (Duration, bool)>,
-        now: Instant,
-    ) {
+    pub fn observe_completions<I>(&mut self, kind: &str, unit: usize, samples: I, now: Instant)
+    where
+        I: IntoIterator<Item = (Duration, bool)>,
+        I::IntoIter: Clone,
+    {
         self.epoch(now);
         let settle = self.config.canary.settle;
         let Some(k) = self.kinds.get_mut(kind) else {
             return;
         };
-        let mut w = k.workers.get_mut(&unit);
-        for (latency, ok) in samples {
-            k.profile.record(now, latency, ok);
-            if let Some(c) = &mut k.canary {
+        let samples = samples.into_iter();
+        k.profile.record_all(now, samples.clone());
+        if let Some(c) = &mut k.canary {
+            for (latency, ok) in samples.clone() {
                 c.record(unit, latency, ok, now, settle);
             }
-            if let Some(w) = w.as_deref_mut() {
-                w.profile.record(now, latency, ok);
+        }
+        if let Some(w) = k.workers.get_mut(&unit) {
+            w.profile.record_all(now, samples.clone());
+            for (latency, ok) in samples {
                 // Completions are taken in dispatch order (exact for a worker serving one task
                 // at a time, an approximation for one serving several).
                 let ahead = w.ahead.pop_front().unwrap_or(0);

@@ -82,17 +82,28 @@ impl WindowedHistogram {
 
     /// Records one completion `latency` after its dispatch, failed unless `ok`.
     pub fn record(&mut self, now: Instant, latency: Duration, ok: bool) {
-        if let Some((from, until)) = self.newest {
-            if now >= from && now < until {
-                if let Some(slot) = self.slots.back_mut() {
-                    Self::add(slot, latency, ok);
-                    return;
-                }
+        self.record_all(now, [(latency, ok)]);
+    }
+
+    /// Records completions that all happened at `now`, each `(latency, ok)`: the same as one
+    /// [`Self::record`] per sample, with one slot lookup.
+    pub fn record_all(
+        &mut self,
+        now: Instant,
+        samples: impl IntoIterator<Item = (Duration, bool)>,
+    ) {
+        let slot = match self.newest {
+            Some((from, until)) if now >= from && now < until && !self.slots.is_empty() => {
+                self.slots.back_mut().expect("not empty")
             }
+            _ => {
+                let index = self.index(now);
+                self.slot_for(index)
+            }
+        };
+        for (latency, ok) in samples {
+            Self::add(slot, latency, ok);
         }
-        let index = self.index(now);
-        let slot = self.slot_for(index);
-        Self::add(slot, latency, ok);
     }
 
     /// The slot that records at slot index `index` land in: slots that left the window are
@@ -329,6 +340,22 @@ impl Profile {
 
     /// Records a completion.
     pub fn record(&mut self, now: Instant, latency: Duration, ok: bool) {
+        self.record_all(now, [(latency, ok)]);
+    }
+
+    /// Records completions that all happened at `now`, each `(latency, ok)`: the same as one
+    /// [`Self::record`] per sample, with one slot lookup per window.
+    pub fn record_all<I>(&mut self, now: Instant, samples: I)
+    where
+        I: IntoIterator<Item = (Duration, bool)>,
+        I::IntoIter: Clone,
+    {
+        let samples = samples.into_iter();
+        let (mut count, mut failed) = (0u64, 0u64);
+        for (_, ok) in samples.clone() {
+            count += 1;
+            failed += u64::from(!ok);
+        }
         match self.fold {
             Some(ratio) => {
                 let in_newest = self
@@ -338,17 +365,15 @@ impl Profile {
                 if !in_newest {
                     self.fold_newest(now, ratio);
                 }
-                self.short.record(now, latency, ok);
+                self.short.record_all(now, samples);
             }
             None => {
-                self.short.record(now, latency, ok);
-                self.long.record(now, latency, ok);
+                self.short.record_all(now, samples.clone());
+                self.long.record_all(now, samples);
             }
         }
-        self.completed += 1;
-        if !ok {
-            self.failed += 1;
-        }
+        self.completed += count;
+        self.failed += failed;
     }
 
     /// A record at `now` outside the newest short slot: if it starts a newer one, the newest
@@ -486,8 +511,14 @@ mod tests {
             let mut folded = Profile::new(ms(100), 10, ms(1000), 10, t0);
             assert!(folded.fold.is_some(), "1 s slots are made of 100 ms slots");
             let mut both = Profile::new(ms(100), 10, ms(1000), 10, t0).unfolded();
+            // The same completions, those at one time recorded at once (`record_all`), folded
+            // and not.
+            let mut batched = Profile::new(ms(100), 10, ms(1000), 10, t0);
+            let mut both_batched = Profile::new(ms(100), 10, ms(1000), 10, t0).unfolded();
+            let mut pending: Vec<(Duration, bool)> = Vec::new();
             let mut at = t0;
             for _ in 0..3000 {
+                let before = at;
                 at = match rng.random_range(0..100) {
                     0 => at + ms(rng.random_range(1_000..30_000)),
                     1..=3 => at
@@ -499,9 +530,18 @@ mod tests {
                 };
                 let latency = Duration::from_micros(rng.random_range(1..5_000_000));
                 let ok = rng.random_range(0..10) > 0;
+                if at != before && !pending.is_empty() {
+                    batched.record_all(before, pending.iter().copied());
+                    both_batched.record_all(before, pending.iter().copied());
+                    pending.clear();
+                }
                 folded.record(at, latency, ok);
                 both.record(at, latency, ok);
+                pending.push((latency, ok));
                 if rng.random_range(0..20) == 0 {
+                    batched.record_all(at, pending.iter().copied());
+                    both_batched.record_all(at, pending.iter().copied());
+                    pending.clear();
                     // Reads after the last record, and before it (a read's clock taken before
                     // a record's, as in ampd's loop).
                     let read = if rng.random_range(0..3) == 0 {
@@ -514,6 +554,11 @@ mod tests {
                     assert_eq!(folded.summary(read), both.summary(read), "seed {seed}");
                     assert_eq!(folded.long_counts(read), both.long_counts(read));
                     assert_eq!(folded.long_merged(read), both.long_merged(read));
+                    for b in [&batched, &both_batched] {
+                        assert_eq!(b.summary(read), both.summary(read), "seed {seed}");
+                        assert_eq!(b.long_counts(read), both.long_counts(read));
+                        assert_eq!(b.long_merged(read), both.long_merged(read));
+                    }
                 }
             }
         }
