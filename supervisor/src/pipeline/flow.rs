@@ -399,11 +399,30 @@ impl Pipeline {
         }
     }
 
+    /// Whether the final answer of task `id` (kind `kind`) for `to` goes to `to` as it is —
+    /// the pipeline has nothing to do with it (no route, chain, fan-in or loop decision) — in
+    /// which case the pipeline forgets the task as [`Self::delivered`] would and the caller
+    /// answers `to` itself. The event loop's hot path: a plain task's answer skips the
+    /// [`FlowAction`] round.
+    pub fn take_plain(&mut self, to: Submitter, id: TaskId, kind: u32) -> bool {
+        let plain = to.client != PIPELINE_CLIENT
+            && (self.root_chains.is_empty() || !self.root_chains.contains_key(&id))
+            && !matches!(&self.last_root, Some((root, ..)) if *root == id)
+            // The emptiness checks spare the hashing.
+            && !self.routes.has_routes(kind)
+            && (self.parent_groups.is_empty() || !self.parent_groups.contains_key(&id))
+            && (self.after_loop.is_empty() || !self.after_loop.contains_key(&id));
+        if plain && !self.loops.is_empty() {
+            self.loops.remove(&id);
+        }
+        plain
+    }
+
     /// The final answer of task `id` (kind `kind`, class `class`) for submitter `to`: every
     /// `Deliver` of the delivery core, every answer a coalesced run or cache hit gives, and
     /// every refusal of a submission the pipeline asked for (`id` may then be `TaskId(0)`).
     /// Appends what to do to `out`; a task the pipeline has nothing to do with comes back as
-    /// one [`FlowAction::Answer`] with `path: None`.
+    /// one [`FlowAction::Answer`] with `path: None` (see [`Self::take_plain`]).
     pub fn delivered(
         &mut self,
         to: Submitter,
@@ -413,6 +432,15 @@ impl Pipeline {
         outcome: FinalOutcome,
         out: &mut Vec<FlowAction>,
     ) {
+        if self.take_plain(to, id, kind) {
+            out.push(FlowAction::Answer {
+                to,
+                id,
+                outcome,
+                path: None,
+            });
+            return;
+        }
         let (stage, node_kind, refine_of, loops) = if to.client == PIPELINE_CLIENT {
             let Some(node) = self.nodes.remove(&to.tag) else {
                 self.stats.ignored += 1;
@@ -451,7 +479,8 @@ impl Pipeline {
                     return;
                 }
             }
-            // The hot path of a plain task: the emptiness checks spare the hashing.
+            // Plain tasks were answered above (`take_plain`); unmanaged ones get here with a
+            // loop decision (a stop, which changes the outcome).
             let managed = self.routes.has_routes(kind)
                 || (!self.parent_groups.is_empty() && self.parent_groups.contains_key(&id))
                 || (!self.after_loop.is_empty()
