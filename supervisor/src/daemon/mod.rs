@@ -358,6 +358,12 @@ impl Daemon {
             Token(t) if t >= CONN_BASE => {
                 let incoming = self.control.ready(token, self.poll.registry());
                 for (conn, _uid, req) in incoming {
+                    if !self.control.is_open(conn) {
+                        // Dropped (e.g. it does not read its responses): the rest of what it
+                        // sent is not worth an answer. Answering it anyway kept the loop busy
+                        // for seconds with thousands of pipelined `logs` requests.
+                        continue;
+                    }
                     let resp = match req {
                         Ok(r) => self.conn_request(conn, r),
                         Err(msg) => Some(Response::err(msg)),
