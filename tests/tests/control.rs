@@ -1098,6 +1098,40 @@ ipc = false
     assert_eq!(arr(ok(&v), "lines").len(), 1);
 }
 
+#[test]
+fn requests_of_a_client_that_went_away_are_still_carried_out() {
+    // A script pipelines two commands and closes its socket at once, without waiting for the
+    // answers: writing the first answer fails (the peer is gone) and closes the connection,
+    // but the second command still runs — only a client dropped for not reading its answers
+    // has the rest of what it sent skipped.
+    let d = Ampd::start(
+        "",
+        r#"
+[workers.a]
+command = "sleep"
+args = ["3600"]
+ipc = false
+
+[workers.b]
+command = "sleep"
+args = ["3600"]
+ipc = false
+"#,
+    );
+    d.wait_ready(&["a", "b"], T);
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    s.write_all(
+        b"{\"v\":1,\"cmd\":\"stop\",\"name\":\"a\"}\n{\"v\":1,\"cmd\":\"stop\",\"name\":\"b\"}\n",
+    )
+    .expect("send both");
+    drop(s);
+    d.wait_for("both workers stopped", T, |st| {
+        ["a", "b"]
+            .iter()
+            .all(|n| worker(st, n).is_some_and(|w| w.state == "stopped"))
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Who may connect.
 

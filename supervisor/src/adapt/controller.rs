@@ -375,6 +375,9 @@ impl Controller {
     /// same as `count` calls of [`Self::observe_dispatch`], with one lookup (the event loop
     /// reports a dispatch batch at once).
     pub fn observe_dispatches(&mut self, kind: &str, unit: usize, count: u32, now: Instant) {
+        if count == 0 {
+            return;
+        }
         if let Some(w) = self.worker_mut(kind, unit) {
             for _ in 0..count {
                 if w.in_flight == 0 {
@@ -411,12 +414,16 @@ impl Controller {
         I: IntoIterator<Item = (Duration, bool)>,
         I::IntoIter: Clone,
     {
+        let samples = samples.into_iter();
+        if samples.clone().next().is_none() {
+            // Nothing completed: nothing changes (as with no call of `observe_completion`).
+            return;
+        }
         self.epoch(now);
         let settle = self.config.canary.settle;
         let Some(k) = self.kinds.get_mut(kind) else {
             return;
         };
-        let samples = samples.into_iter();
         k.profile.record_all(now, samples.clone());
         if let Some(c) = &mut k.canary {
             for (latency, ok) in samples.clone() {

@@ -92,6 +92,11 @@ impl WindowedHistogram {
         now: Instant,
         samples: impl IntoIterator<Item = (Duration, bool)>,
     ) {
+        let mut samples = samples.into_iter().peekable();
+        if samples.peek().is_none() {
+            // Nothing to record: no slot is opened (as no call of `record` would).
+            return;
+        }
         let slot = match self.newest {
             Some((from, until)) if now >= from && now < until && !self.slots.is_empty() => {
                 self.slots.back_mut().expect("not empty")
@@ -355,6 +360,10 @@ impl Profile {
         for (_, ok) in samples.clone() {
             count += 1;
             failed += u64::from(!ok);
+        }
+        if count == 0 {
+            // Nothing to record: no slot is opened or folded (as no call of `record` would).
+            return;
         }
         match self.fold {
             Some(ratio) => {

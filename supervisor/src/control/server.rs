@@ -57,6 +57,9 @@ pub struct ControlServer {
     my_uid: u32,
     /// Connections closed since the last `take_closed`.
     closed: Vec<usize>,
+    /// Connections dropped because they did not read their responses (ids are removed when
+    /// reused): what they asked and is not answered yet is not carried out.
+    dropped_unread: Vec<usize>,
 }
 
 /// A parsed request from connection `conn`, or the error to send back.
@@ -115,6 +118,7 @@ impl ControlServer {
             access,
             my_uid: nix::unistd::getuid().as_raw(),
             closed: Vec::new(),
+            dropped_unread: Vec::new(),
         })
     }
 
@@ -171,6 +175,7 @@ impl ControlServer {
                         continue;
                     }
                     let entry = self.conns.vacant_entry();
+                    self.dropped_unread.retain(|&id| id != entry.key());
                     let token = Token(CONN_BASE + entry.key());
                     if registry
                         .register(&mut stream, token, Interest::READABLE)
@@ -268,6 +273,7 @@ impl ControlServer {
                 "control client does not read its responses; disconnecting it"
             );
             self.close(id, registry);
+            self.dropped_unread.push(id);
             return;
         }
         c.out.extend(line);
@@ -318,6 +324,15 @@ impl ControlServer {
         c.out.extend(&line[sent..]);
         self.flush(id, registry);
         Ok(())
+    }
+
+    /// Whether connection `id` was dropped because it did not read its responses (and not
+    /// reused since): the requests it sent before are not worth carrying out — it pipelined
+    /// more than it reads. A connection closed for another reason (the client went away) still
+    /// has its requests carried out; only their answers are lost.
+    #[must_use]
+    pub fn dropped_unread(&self, id: usize) -> bool {
+        self.dropped_unread.contains(&id)
     }
 
     /// Whether connection `id` is still open.

@@ -358,10 +358,11 @@ impl Daemon {
             Token(t) if t >= CONN_BASE => {
                 let incoming = self.control.ready(token, self.poll.registry());
                 for (conn, _uid, req) in incoming {
-                    if !self.control.is_open(conn) {
-                        // Dropped (e.g. it does not read its responses): the rest of what it
-                        // sent is not worth an answer. Answering it anyway kept the loop busy
-                        // for seconds with thousands of pipelined `logs` requests.
+                    if self.control.dropped_unread(conn) {
+                        // Dropped for not reading its responses: the rest of what it pipelined
+                        // is not carried out (answering thousands of `logs` requests nobody
+                        // reads kept the loop busy for seconds). A client that merely went
+                        // away still has its requests carried out.
                         continue;
                     }
                     let resp = match req {

@@ -471,25 +471,31 @@ fn batched_observations_read_like_one_call_per_task() {
     }
     let mut single_actions = Vec::new();
     let mut batched_actions = Vec::new();
+    // What is in flight per unit, oldest first: each pass completes about half of it, so
+    // completions overlap later dispatches (`ahead` above zero across passes).
+    let mut in_flight: [std::collections::VecDeque<(Duration, bool)>; 2] = Default::default();
     for round in 0..40u64 {
-        for unit in 0..2usize {
+        for (unit, flight) in in_flight.iter_mut().enumerate() {
             let count = 1 + u32::try_from((round * 7 + unit as u64 * 3) % 11).unwrap();
             for _ in 0..count {
                 single.observe_dispatch(KIND, unit, now);
             }
             batched.observe_dispatches(KIND, unit, count, now);
-            now += Duration::from_micros(300);
             // Latencies that vary, some failures: the limiter's samples and `ahead` matter.
-            let samples: Vec<(Duration, bool)> = (0..count)
-                .map(|i| {
-                    let ms = 1 + (round + u64::from(i) * 5 + unit as u64) % 9;
-                    (Duration::from_millis(ms), (round + u64::from(i)) % 13 != 0)
-                })
-                .collect();
+            flight.extend((0..count).map(|i| {
+                let ms = 1 + (round + u64::from(i) * 5 + unit as u64) % 9;
+                (Duration::from_millis(ms), (round + u64::from(i)) % 13 != 0)
+            }));
+            now += Duration::from_micros(300);
+            let done = flight.len().div_ceil(2);
+            let samples: Vec<(Duration, bool)> = flight.drain(..done).collect();
             for &(latency, ok) in &samples {
                 single.observe_completion(KIND, unit, latency, ok, now);
             }
             batched.observe_completions(KIND, unit, samples.iter().copied(), now);
+            // Nothing to report is no report.
+            batched.observe_completions(KIND, unit, [], now);
+            batched.observe_dispatches(KIND, unit, 0, now);
         }
         for c in [&mut single, &mut batched] {
             c.observe_queue(KIND, 5, Duration::from_millis(20), now);
