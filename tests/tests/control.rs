@@ -1099,6 +1099,32 @@ ipc = false
 }
 
 #[test]
+fn pipelined_requests_beyond_one_read_are_all_answered() {
+    // ampd reads at most MAX_READ_PER_EVENT bytes of a connection per event (fairness); what
+    // is left must still be read: 4000 pipelined requests (~90 KB) get 4000 answers, in order.
+    let d = Ampd::start(
+        "",
+        r#"
+[workers.a]
+command = "sleep"
+args = ["3600"]
+ipc = false
+"#,
+    );
+    d.wait_ready(&["a"], T);
+    let line = "{\"v\":1,\"cmd\":\"status\"}\n";
+    let n = 4000;
+    let all = line.repeat(n);
+    assert!(all.len() > amp_supervisor::control::server::MAX_READ_PER_EVENT);
+    let mut c = Raw::connect(&d.socket);
+    c.writer.write_all(all.as_bytes()).expect("send");
+    for i in 0..n {
+        let v = c.recv();
+        assert_eq!(v["ok"], true, "answer {i}: {v}");
+    }
+}
+
+#[test]
 fn requests_of_a_client_that_went_away_are_still_carried_out() {
     // A script pipelines two commands and closes its socket at once, without waiting for the
     // answers: writing the first answer fails (the peer is gone) and closes the connection,

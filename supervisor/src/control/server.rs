@@ -7,8 +7,10 @@
 //!   configured) a member of the control group; anyone else is refused with a logged reason.
 //! * A request line may be at most [`MAX_REQUEST_LINE`] bytes; a longer one gets an error
 //!   response and the connection is closed. Output per connection is bounded too: a client that
-//!   never reads its responses is disconnected rather than allowed to grow ampd's memory, and it
-//!   never blocks the loop or other clients (all I/O is non-blocking).
+//!   never reads its responses is disconnected rather than allowed to grow ampd's memory (what
+//!   it had pipelined is then not carried out), and it never blocks the loop or other clients:
+//!   all I/O is non-blocking, and at most [`MAX_READ_PER_EVENT`] bytes of a connection are read
+//!   per readiness event.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -27,6 +29,8 @@ pub const LISTENER: Token = Token(2);
 pub const CONN_BASE: usize = 1 << 24;
 /// Bytes of unsent responses a connection may hold before it is dropped.
 pub const MAX_PENDING_OUTPUT: usize = 16 << 20;
+/// Bytes read from one connection per readiness event at most (fairness between connections).
+pub const MAX_READ_PER_EVENT: usize = 64 << 10;
 
 #[derive(Debug)]
 struct Conn {
@@ -210,13 +214,21 @@ impl ControlServer {
         };
         let mut eof = false;
         let mut buf = [0u8; 16 * 1024];
+        let mut taken = 0usize;
         loop {
+            if taken >= MAX_READ_PER_EVENT {
+                // A client writing as fast as we read would keep this loop (and every other
+                // client) waiting; the rest is read on the next event, which re-registering
+                // the connection (`flush` below) raises while data is left.
+                break;
+            }
             match c.stream.read(&mut buf) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
                 Ok(n) => {
+                    taken += n;
                     c.inbuf.extend_from_slice(&buf[..n]);
                     while let Some(pos) = c.inbuf.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = c.inbuf.drain(..=pos).collect();
