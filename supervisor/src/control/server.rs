@@ -42,6 +42,13 @@ struct Conn {
     /// Requests handed to the daemon and not answered yet.
     unanswered: usize,
     uid: u32,
+    /// The interest the stream is registered with.
+    interest: Interest,
+    /// The peer closed its write side (or reading failed): nothing more is read.
+    read_eof: bool,
+    /// Reading stopped at [`MAX_READ_PER_EVENT`] with input possibly left: `flush` re-registers
+    /// to be told again (edge-triggered readiness would not repeat on its own).
+    more_input: bool,
 }
 
 /// Who may connect.
@@ -192,6 +199,9 @@ impl ControlServer {
                             closing: false,
                             unanswered: 0,
                             uid,
+                            interest: Interest::READABLE,
+                            read_eof: false,
+                            more_input: false,
                         });
                     }
                 }
@@ -212,14 +222,16 @@ impl ControlServer {
         let Some(c) = self.conns.get_mut(id) else {
             return out;
         };
-        let mut eof = false;
+        // After EOF the socket stays readable; reading it again would only find EOF again.
+        let mut eof = c.read_eof;
         let mut buf = [0u8; 16 * 1024];
         let mut taken = 0usize;
-        loop {
+        while !c.read_eof {
             if taken >= MAX_READ_PER_EVENT {
                 // A client writing as fast as we read would keep this loop (and every other
                 // client) waiting; the rest is read on the next event, which re-registering
                 // the connection (`flush` below) raises while data is left.
+                c.more_input = true;
                 break;
             }
             match c.stream.read(&mut buf) {
@@ -259,9 +271,10 @@ impl ControlServer {
                 }
             }
         }
-        if eof {
+        if eof && !c.read_eof {
             // A half-written line at EOF is dropped: the client went away mid-request. Complete
             // lines read before it are still answered (a client may half-close after sending).
+            c.read_eof = true;
             c.closing = true;
             c.inbuf.clear();
         }
@@ -390,7 +403,13 @@ impl ControlServer {
         } else {
             Interest::READABLE | Interest::WRITABLE
         };
-        let _ = registry.reregister(&mut c.stream, Token(CONN_BASE + id), interest);
+        // Re-registering raises an event at once when the socket is readable (EOF included), so
+        // it is done only when the interest changes or input was left unread: a half-closed
+        // client waiting for a deferred answer would otherwise spin the loop.
+        if interest != c.interest || std::mem::take(&mut c.more_input) {
+            c.interest = interest;
+            let _ = registry.reregister(&mut c.stream, Token(CONN_BASE + id), interest);
+        }
     }
 
     fn close(&mut self, id: usize, registry: &Registry) {
@@ -424,3 +443,6 @@ fn user_in_group(uid: u32, gid: u32) -> bool {
     };
     nix::unistd::getgrouplist(&name, user.gid).is_ok_and(|gs| gs.iter().any(|g| g.as_raw() == gid))
 }
+
+#[cfg(test)]
+mod tests;
