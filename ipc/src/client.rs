@@ -18,9 +18,12 @@
 //! ```
 //!
 //! Backpressure: when the submission ring is full, [`Client::submit`] returns
-//! [`ClientError::Full`] at once; when the kind's queue in ampd is at its `queue_limit`, the task's
-//! result is [`ResultStatus::Rejected`] with a message saying so. [`Client::submit_blocking`]
-//! retries both until its deadline.
+//! [`ClientError::Full`] at once; when the kind's queue in ampd is at its `queue_limit`, it
+//! returns [`ClientError::QueueFull`] at once (ampd flags full kinds in the client's segment,
+//! [`amp_shm_layout::ControlBlock::queue_full`]). [`ClientError::is_full`] is true for both, and
+//! [`Client::submit_blocking`] waits out both until its deadline. The flag is refreshed as ampd
+//! works, so a submission that races past it (one of a batch pushed while the queue filled) is
+//! still refused by ampd: its result is [`ResultStatus::Rejected`] with a message saying so.
 
 use std::collections::HashMap;
 use std::io::{IoSliceMut, Write};
@@ -33,6 +36,8 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use amp_shm_layout::ControlBlock;
 
 use crate::chunk;
 use crate::codec::{Bincode, Codec, CodecError};
@@ -81,6 +86,13 @@ pub enum ClientError {
     /// The submission ring is full right now: retry later (or use `submit_blocking`).
     #[error("submission ring full: ampd is not keeping up; retry")]
     Full,
+    /// The kind's queue in ampd holds its `queue_limit` tasks: retry later (or use
+    /// `submit_blocking`), or raise the limit.
+    #[error("the queue of kind {kind:?} in ampd is at its queue_limit; retry later, or raise queue_limit in [kinds.{kind}]")]
+    QueueFull {
+        /// The kind.
+        kind: String,
+    },
     /// Payload larger than the ring's record limit.
     #[error("payload of {len} bytes exceeds the {max}-byte record limit")]
     TooLarge {
@@ -129,6 +141,25 @@ pub enum ClientError {
         /// Message from ampd or the worker.
         message: String,
     },
+}
+
+impl ClientError {
+    /// Whether this is backpressure — [`Full`](Self::Full) or [`QueueFull`](Self::QueueFull):
+    /// nothing was submitted, and the same submission may succeed later.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full | Self::QueueFull { .. })
+    }
+}
+
+/// Whether ampd flags kind `kind` as full in `ctl` (see [`ControlBlock::queue_full`]); kinds
+/// beyond the bitmap are never flagged (ampd still refuses their submissions when full).
+fn kind_flagged_full(ctl: &ControlBlock, kind: u32) -> bool {
+    let k = kind as usize;
+    ctl.queue_full.get(k / 64).is_some_and(|w| {
+        // Relaxed: a hint that orders no other memory (see the field's doc).
+        w.load(std::sync::atomic::Ordering::Relaxed) & (1 << (k % 64)) != 0
+    })
 }
 
 /// The final result of one submission.
@@ -201,7 +232,7 @@ pub struct Submit<'a> {
 pub struct Client {
     _control: UnixStream,
     end: PeerEnd,
-    _seg: Arc<Segment>,
+    seg: Arc<Segment>,
     kinds: HashMap<String, u32>,
     classes: Vec<String>,
     max_record: usize,
@@ -440,7 +471,7 @@ impl Client {
         Ok(Self {
             _control: s,
             end,
-            _seg: seg,
+            seg,
             kinds,
             classes,
             max_record,
@@ -456,6 +487,15 @@ impl Client {
     /// Kinds ampd serves.
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
         self.kinds.keys().map(String::as_str)
+    }
+
+    /// Whether ampd flags `kind`'s queue as at its `queue_limit` right now: a submission of it
+    /// would return [`ClientError::QueueFull`]. False for a kind ampd does not serve.
+    #[must_use]
+    pub fn queue_full(&self, kind: &str) -> bool {
+        self.kinds
+            .get(kind)
+            .is_some_and(|&id| kind_flagged_full(self.seg.control(), id))
     }
 
     /// Priority classes, highest weight first as configured.
@@ -577,6 +617,11 @@ impl Client {
     ) -> Result<Ticket, ClientError> {
         let kind = self.kind_id(opts.kind)?;
         let class = self.class_id(opts.class)?;
+        if kind_flagged_full(self.seg.control(), kind) {
+            return Err(ClientError::QueueFull {
+                kind: opts.kind.to_owned(),
+            });
+        }
         let key = opts.idempotency_key.map(str::as_bytes);
         let key_len = key.map_or(0, |k| 2 + k.len());
         let len = SUBMIT_HEADER_SIZE + key_len + payload_len;
@@ -663,10 +708,11 @@ impl Client {
         Ok(t)
     }
 
-    /// Submits, waiting for room in the ring until `timeout` passes.
+    /// Submits, waiting until `timeout` passes for room in the ring and in the kind's queue.
     ///
     /// # Errors
-    /// [`ClientError::Full`] if still full at the deadline; as [`push`](Self::push) otherwise.
+    /// [`ClientError::Full`] or [`ClientError::QueueFull`] if still full at the deadline; as
+    /// [`push`](Self::push) otherwise.
     pub fn submit_blocking(
         &mut self,
         opts: &Submit<'_>,
@@ -674,12 +720,23 @@ impl Client {
         timeout: Duration,
     ) -> Result<Ticket, ClientError> {
         let deadline = Instant::now() + timeout;
+        // A full ring drains within microseconds; a full queue as fast as workers work: back
+        // off from a yield to at most a millisecond between looks.
+        let mut pause = Duration::ZERO;
         loop {
             match self.submit_with(opts, payload) {
-                Err(ClientError::Full) if Instant::now() < deadline => {
+                Err(e) if e.is_full() && Instant::now() < deadline => {
                     // Drain results meanwhile so ampd is never blocked on us.
                     self.poll_results()?;
-                    std::thread::yield_now();
+                    if matches!(e, ClientError::QueueFull { .. }) {
+                        pause =
+                            (pause * 2).clamp(Duration::from_micros(20), Duration::from_millis(1));
+                        std::thread::sleep(
+                            pause.min(deadline.saturating_duration_since(Instant::now())),
+                        );
+                    } else {
+                        std::thread::yield_now();
+                    }
                 }
                 other => return other,
             }

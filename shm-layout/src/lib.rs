@@ -258,9 +258,19 @@ pub struct ControlBlock {
     /// A hint for poison detection: when a process dies running exactly one task, only that
     /// task is blamed for the death.
     pub running_task: AtomicU64,
+    /// Kinds whose queue in `ampd` is at its `queue_limit` (written by `ampd` into an attached
+    /// client's segment): kind id `k` below [`QUEUE_FULL_KINDS`] is bit `k % 64` of word
+    /// `k / 64`. The client refuses a submission of a flagged kind at once instead of sending
+    /// it to be rejected. A hint, refreshed on every pass of `ampd`'s loop that moved work: a
+    /// submission that races past it is answered `Rejected` as before. Relaxed on both sides:
+    /// it orders no other memory. Zero (nothing full) where `ampd` predates the field.
+    pub queue_full: [AtomicU64; 4],
     /// Reserved, zero.
-    pub reserved: [u64; 20],
+    pub reserved: [u64; 16],
 }
+
+/// Kinds [`ControlBlock::queue_full`] has a bit for (ids from 0).
+pub const QUEUE_FULL_KINDS: usize = 4 * 64;
 
 /// Offset of the [`ControlBlock`].
 pub const CONTROL_OFFSET: u64 = size_of::<SegmentHeader>() as u64;
@@ -307,7 +317,8 @@ const _: () = {
     assert!(offset_of!(ControlBlock, supervisor_records_sent) == 64);
     assert!(offset_of!(ControlBlock, tasks_taken) == 72);
     assert!(offset_of!(ControlBlock, running_task) == 80);
-    assert!(offset_of!(ControlBlock, reserved) == 88);
+    assert!(offset_of!(ControlBlock, queue_full) == 88);
+    assert!(offset_of!(ControlBlock, reserved) == 120);
     assert!(CONTROL_OFFSET == 256);
     assert!(TASKS_HEADER_OFFSET == 512);
     assert!(COMPLETIONS_HEADER_OFFSET == 896);

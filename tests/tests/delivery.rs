@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use amp_ipc::client::{Client, ResultStatus, Submit, TaskResult, Ticket};
+use amp_ipc::client::{Client, ClientError, ResultStatus, Submit, TaskResult, Ticket};
 use amp_supervisor::control::proto::StatusData;
 use amp_tests::{worker, Ampd};
 
@@ -636,6 +636,77 @@ fn queue_limit_rejects_beyond_the_limit() {
     }
     let s = d.status();
     assert_eq!(s.tasks.done, ok as u64, "{:?}", s.tasks);
+    let _ = d.shutdown(T);
+}
+
+/// Backpressure at the client: once a kind's queue is at its `queue_limit`, ampd flags it in the
+/// client's segment, `submit` returns `QueueFull` at once (nothing is sent, nothing rejected),
+/// `submit_blocking` gives up with `QueueFull` at a deadline shorter than a task, and waits for
+/// room with a longer one; what it then submits runs.
+#[test]
+fn a_full_queue_makes_submit_return_queue_full_and_submit_blocking_wait() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.sleep]
+command = "amp-sleep"
+kinds = ["sleep"]
+concurrency = 1
+[kinds.sleep]
+queue_limit = 3
+"#,
+    );
+    d.wait_ready(&["sleep"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    assert!(!c.queue_full("sleep"));
+    // One running, then three queued, 400 ms each (ampd takes in what it reads before it
+    // dispatches, so the first must be running before the others arrive).
+    let mut tickets = vec![c.submit("sleep", b"400 0").unwrap()];
+    d.wait_for("the first task running", T, |s| {
+        amp_tests::queue(s, "sleep").in_flight == 1
+    });
+    for i in 1..4 {
+        tickets.push(c.submit("sleep", format!("400 {i}").as_bytes()).unwrap());
+    }
+    let end = Instant::now() + T;
+    while !c.queue_full("sleep") {
+        assert!(
+            Instant::now() < end,
+            "the kind was never flagged full: {:?}",
+            amp_tests::queue(&d.status(), "sleep")
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let e = c.submit("sleep", b"400 x").unwrap_err();
+    assert!(
+        matches!(&e, ClientError::QueueFull { kind } if kind == "sleep") && e.is_full(),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("queue_limit"), "{e}");
+    let opts = Submit {
+        kind: "sleep",
+        ..Submit::default()
+    };
+    let e = c
+        .submit_blocking(&opts, b"400 y", Duration::from_millis(30))
+        .unwrap_err();
+    assert!(matches!(e, ClientError::QueueFull { .. }), "{e:?}");
+    // Room appears when the first task ends and the next leaves the queue.
+    let t = c
+        .submit_blocking(&opts, b"10 z", Duration::from_secs(10))
+        .expect("submit_blocking did not wait for room");
+    tickets.push(t);
+    let results = collect(&mut c, &d, tickets.len(), T);
+    assert!(
+        results.iter().all(|r| r.status == ResultStatus::Ok),
+        "{results:?}"
+    );
+    let s = d.status();
+    let q = amp_tests::queue(&s, "sleep");
+    assert_eq!(
+        q.rejected, 0,
+        "a submission was sent only to be rejected: {q:?}"
+    );
     let _ = d.shutdown(T);
 }
 

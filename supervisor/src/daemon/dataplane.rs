@@ -12,6 +12,7 @@ use amp_ipc::wire::{
     CompletionHeader, Outcome, ResultHeader, ResultStatus, SubmitHeader, TaskHeader,
     TAG_COMPLETION, TAG_SUBMIT, TAG_TASK, TASK_HEADER_SIZE,
 };
+use amp_shm_layout::QUEUE_FULL_KINDS;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -103,6 +104,8 @@ pub struct Plane {
     dirty_clients: Vec<usize>,
     /// Whether the last pass moved anything.
     pub busy: bool,
+    /// Kinds flagged full in every client's segment (`ControlBlock::queue_full`), as published.
+    full_kinds: [u64; 4],
     /// Records the loop refused as malformed (per unit), for the log.
     pub malformed: u64,
     /// Intake paused by `ampctl pause`.
@@ -196,6 +199,7 @@ impl Plane {
             observed_buf: Vec::new(),
             dirty_units: Vec::new(),
             dirty_clients: Vec::new(),
+            full_kinds: [0; 4],
             busy: false,
             malformed: 0,
             paused: false,
@@ -333,6 +337,14 @@ fn status_name(s: ResultStatus) -> &'static str {
     }
 }
 
+/// Stores `full` in a segment's `queue_full` flags.
+fn store_full_kinds(ctl: &amp_shm_layout::ControlBlock, full: [u64; 4]) {
+    for (w, v) in ctl.queue_full.iter().zip(full) {
+        // Relaxed: a hint that orders no other memory (see `ControlBlock::queue_full`).
+        w.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Daemon {
     /// Moves everything that is ready: submissions in, completions in, dispatches out, results
     /// out. Returns whether anything moved.
@@ -351,9 +363,35 @@ impl Daemon {
             self.carry_out(now, actions);
         }
         moved |= self.dispatch_tasks(now);
+        self.publish_full_kinds();
         self.flush_rings();
         self.plane.busy = moved;
         moved
+    }
+
+    /// Flags kinds whose queue is at its limit in every client's segment, when that changed:
+    /// a client then refuses such a submission itself (`ClientError::QueueFull`).
+    pub(super) fn publish_full_kinds(&mut self) {
+        let mut full = [0u64; 4];
+        for k in 0..self.plane.kind_names.len().min(QUEUE_FULL_KINDS) {
+            if self.plane.delivery.queue_full(k) {
+                full[k / 64] |= 1 << (k % 64);
+            }
+        }
+        if full == self.plane.full_kinds {
+            return;
+        }
+        self.plane.full_kinds = full;
+        for (_, c) in &self.plane.clients.slab {
+            store_full_kinds(c.seg.control(), full);
+        }
+    }
+
+    /// Writes the current full-kind flags into a newly attached client's segment.
+    pub(super) fn show_full_kinds(&self, client: usize) {
+        if let Some(c) = self.plane.clients.slab.get(client) {
+            store_full_kinds(c.seg.control(), self.plane.full_kinds);
+        }
     }
 
     fn read_submissions(&mut self, now: Instant) -> bool {

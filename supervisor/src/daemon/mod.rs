@@ -1277,6 +1277,7 @@ impl Daemon {
                 {
                     Ok(a) => {
                         let serial = self.plane.client_attached(a.id);
+                        self.show_full_kinds(a.id);
                         let kinds: Vec<(u32, String)> = self
                             .kind_ids
                             .iter()

@@ -319,8 +319,10 @@ impl Daemon {
                         r.set_policy(k.router);
                         r.set_queue_limit(k.queue_limit);
                         r.set_batch(k.batch);
+                        self.plane.delivery.set_kind_config(i, *k);
                     }
                 }
+                self.publish_full_kinds();
                 let changed_kinds: Vec<String> = new
                     .kinds
                     .iter()

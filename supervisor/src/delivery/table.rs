@@ -276,6 +276,27 @@ impl Delivery {
         self.census.in_flight
     }
 
+    /// Whether kind `kind`'s queue holds its `queue_limit` tasks (a submission of it would be
+    /// refused with [`super::SubmitError::QueueFull`]); false for an unknown kind.
+    #[must_use]
+    pub fn queue_full(&self, kind: usize) -> bool {
+        self.kinds
+            .get(kind)
+            .is_some_and(|k| self.queued_per_kind[kind] >= k.queue_limit)
+    }
+
+    /// Replaces kind `kind`'s settings (a config reload): the queue limit applies to the next
+    /// submission, the attempts limit and timeout to the next dispatch. Tasks already queued
+    /// beyond a lower limit stay queued. Unknown kinds and `max_attempts` 0 are ignored.
+    pub fn set_kind_config(&mut self, kind: usize, config: KindConfig) {
+        if config.max_attempts == 0 {
+            return;
+        }
+        if let Some(k) = self.kinds.get_mut(kind) {
+            *k = config;
+        }
+    }
+
     /// Tasks in flight on `unit`.
     #[must_use]
     pub fn in_flight_on(&self, unit: usize) -> usize {

@@ -171,15 +171,34 @@ fn submit_refuses_bad_input_and_full_queues() {
         })
     );
     let (a, _) = h.submit(0);
+    assert!(!h.d.queue_full(0));
     let (_b, _) = h.submit(0);
+    assert!(h.d.queue_full(0) && !h.d.queue_full(1));
     let full = NewTask::new(0, 1, vec![], who);
     assert_eq!(
         h.d.submit(h.now, full.clone()),
         Err(SubmitError::QueueFull { kind: 0, limit: 2 })
     );
+    // A reload raising the limit makes room at once; lowering it back refuses again.
+    let raised = KindConfig {
+        queue_limit: 3,
+        ..KindConfig::default()
+    };
+    h.d.set_kind_config(0, raised);
+    assert!(!h.d.queue_full(0));
+    h.d.set_kind_config(
+        0,
+        KindConfig {
+            queue_limit: 2,
+            ..raised
+        },
+    );
+    assert!(h.d.queue_full(0));
     // A dispatched task no longer counts against the limit.
     h.dispatch(a, 0);
+    assert!(!h.d.queue_full(0));
     assert!(h.d.submit(h.now, full).is_ok());
+    assert!(h.d.queue_full(0));
     // Requeues never count against it: losing the worker puts `a` back over the limit.
     assert_eq!(h.lost(0, LostCause::Exited).len(), 1);
     assert_eq!(h.d.census().queued, 3);
