@@ -1001,6 +1001,66 @@ fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
+/// CPU time (user + system) process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A worker's tasks ring holds fewer tasks than its credit window allows (big payloads, small
+/// ring): while the ring stays full (the worker is stopped), ampd waits for it instead of
+/// retrying the write in a busy loop; once the worker runs again, every task completes once.
+#[test]
+fn a_full_tasks_ring_does_not_spin_ampd() {
+    use nix::sys::signal::{kill, Signal};
+    const N: usize = 40;
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.echo]
+command = "amp-echo"
+kinds = ["echo"]
+concurrency = 64
+ring = { tasks = "16KiB", completions = "64KiB", max_record = "4KiB" }
+"#,
+    );
+    d.wait_ready(&["echo"], T);
+    let wpid = worker(&d.status(), "echo").unwrap().pid.unwrap();
+    let signal = |pid: u32, sig| {
+        kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+    };
+    signal(wpid, Signal::SIGSTOP);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let payload = vec![b'x'; 2048];
+    let tickets: Vec<Ticket> = (0..N)
+        .map(|_| c.submit("echo", &payload).unwrap())
+        .collect();
+    d.wait_for("the ring full with tasks queued behind it", T, |s| {
+        s.tasks.in_flight > 0 && s.tasks.queued > 0
+    });
+    let ampd = d.pid();
+    let before = cpu_ticks(ampd);
+    std::thread::sleep(Duration::from_millis(500));
+    let used = cpu_ticks(ampd) - before;
+    signal(wpid, Signal::SIGCONT);
+    // A busy loop would use all 50 ticks of the half second (clock ticks are 10 ms here).
+    assert!(
+        used < 15,
+        "ampd used {used} clock ticks of CPU in 500 ms waiting for a full ring"
+    );
+    let results = collect(&mut c, &d, N, T);
+    let mut seen: HashSet<Ticket> = HashSet::new();
+    for r in &results {
+        assert_eq!(r.status, ResultStatus::Ok, "{r:?}");
+        assert_eq!(r.body, payload);
+        assert!(seen.insert(r.ticket), "ticket {} answered twice", r.ticket);
+    }
+    assert_eq!(seen, tickets.into_iter().collect());
+    let _ = d.shutdown(T);
+}
+
 /// A worker that dies with more completions unread on its ring than ampd reads from one ring in
 /// a pass: ampd reads them all before it requeues what was in flight, so every finished task is
 /// answered once from its first attempt — none runs again or counts as exposed to the death.

@@ -337,6 +337,17 @@ fn status_name(s: ResultStatus) -> &'static str {
     }
 }
 
+/// What became of one dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Written into the worker's tasks ring.
+    Written,
+    /// Not sent, but answered (its deadline had passed).
+    Answered,
+    /// Not sent and nothing changed for anyone: stale, or the ring was full (requeued).
+    Nothing,
+}
+
 /// Stores `full` in a segment's `queue_full` flags.
 fn store_full_kinds(ctl: &amp_shm_layout::ControlBlock, full: [u64; 4]) {
     for (w, v) in ctl.queue_full.iter().zip(full) {
@@ -799,9 +810,16 @@ impl Daemon {
             // The controller learns of the dispatches per run of one unit (one lookup each).
             let mut run: Option<(usize, u32)> = None;
             for d in &buf {
-                moved = true;
-                if !self.send_task(now, k, *d) {
-                    continue;
+                match self.send_task(now, k, *d) {
+                    Sent::Written => moved = true,
+                    Sent::Answered => {
+                        moved = true;
+                        continue;
+                    }
+                    // A full tasks ring is not progress: the task went back to the head of its
+                    // queue, and the worker's next completion wakes the loop to try again
+                    // (counting it as progress would spin the loop until the worker drains).
+                    Sent::Nothing => continue,
                 }
                 match &mut run {
                     Some((unit, count)) if *unit == d.unit => *count += 1,
@@ -822,20 +840,20 @@ impl Daemon {
         moved
     }
 
-    /// Writes dispatch `d` into its unit's tasks ring; whether it was written (the caller
-    /// tells the controller).
-    fn send_task(&mut self, now: Instant, kind: usize, d: Dispatch) -> bool {
+    /// Writes dispatch `d` into its unit's tasks ring; what became of it (the caller tells the
+    /// controller of written ones).
+    fn send_task(&mut self, now: Instant, kind: usize, d: Dispatch) -> Sent {
         let id = TaskId(d.task);
         let info = match self.plane.delivery.take_for_dispatch(now, id, d.unit) {
             Take::Dispatch(info) => info,
             Take::Expired(actions) => {
                 let _ = self.plane.routers[kind].abandoned(d.unit, now);
                 self.carry_out(now, actions);
-                return false;
+                return Sent::Answered;
             }
             Take::Skip => {
                 let _ = self.plane.routers[kind].abandoned(d.unit, now);
-                return false;
+                return Sent::Nothing;
             }
         };
         let header = TaskHeader {
@@ -902,8 +920,9 @@ impl Daemon {
             let _ = self.plane.routers[kind].abandoned(d.unit, now);
             let actions = self.plane.delivery.dispatch_failed(id, d.unit);
             self.carry_out(now, actions);
+            return Sent::Nothing;
         }
-        written
+        Sent::Written
     }
 
     fn flush_rings(&mut self) {
