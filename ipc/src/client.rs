@@ -498,7 +498,7 @@ impl Client {
             .is_some_and(|&id| kind_flagged_full(self.seg.control(), id))
     }
 
-    /// Priority classes, highest weight first as configured.
+    /// Priority classes, in the order of the config (the last is the default).
     #[must_use]
     pub fn classes(&self) -> &[String] {
         &self.classes
@@ -678,7 +678,7 @@ impl Client {
         Ok(())
     }
 
-    /// Submits one task (batch class) and publishes it.
+    /// Submits one task (the default class: the last one, `batch` by default) and publishes it.
     ///
     /// # Errors
     /// As [`push`](Self::push).

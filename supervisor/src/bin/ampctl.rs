@@ -142,7 +142,7 @@ enum Cmd {
         /// Task kind.
         #[arg(long)]
         kind: String,
-        /// Priority class (default: the lowest-weight class).
+        /// Priority class (default: the last `[[class]]` of the config, `batch` by default).
         #[arg(long)]
         priority: Option<String>,
         /// Read the payload from this file (binary-safe).

@@ -30,6 +30,8 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
 /// Default `log_keep`: rotated files kept.
 pub const DEFAULT_LOG_KEEP: u32 = 5;
+/// Default `[kinds.NAME] peak_ewma_decay`.
+pub const DEFAULT_PEAK_EWMA_DECAY: Duration = Duration::from_secs(10);
 /// Default `[kinds.NAME] queue_limit`.
 pub const DEFAULT_QUEUE_LIMIT: u64 = 10_000;
 /// Default `[kinds.NAME] max_attempts`.
@@ -360,7 +362,8 @@ pub enum RouterPolicy {
     LeastLoaded,
     /// Peak-EWMA latency times load (Finagle-style).
     PeakEwma,
-    /// A learned per-worker cost model.
+    /// A bandit (discounted Thompson sampling) choosing among the other policies, rewarded
+    /// by the window's tail latency.
     Learned,
 }
 
@@ -390,6 +393,9 @@ pub struct KindConfig {
     pub max_attempts: u32,
     /// Most tasks dispatched to one worker in one batch.
     pub batch: u32,
+    /// Decay time of the `peak_ewma` latency estimate (also used by `learned` when it picks
+    /// `peak_ewma`): how fast a spike is forgotten.
+    pub peak_ewma_decay: Duration,
 }
 
 impl Default for KindConfig {
@@ -401,6 +407,7 @@ impl Default for KindConfig {
             on_timeout: OnTimeout::Fail,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             batch: DEFAULT_BATCH,
+            peak_ewma_decay: DEFAULT_PEAK_EWMA_DECAY,
         }
     }
 }

@@ -166,6 +166,7 @@ pub(super) struct RawKind {
     pub on_timeout: Option<OnTimeout>,
     pub max_attempts: Option<Spanned<u32>>,
     pub batch: Option<Spanned<u32>>,
+    pub peak_ewma_decay: Option<Spanned<Dur>>,
     pub max_loops: Option<Spanned<u32>>,
     pub refine_kind: Option<Spanned<String>>,
     pub min_improvement: Option<Spanned<f64>>,

@@ -149,7 +149,7 @@ impl Plane {
                 k,
                 &cfg.classes,
                 seed ^ (i as u64 + 1),
-                Duration::from_secs(10),
+                k.peak_ewma_decay,
             )?);
         }
         let pipeline = crate::pipeline::Pipeline::new(cfg);
@@ -310,7 +310,8 @@ fn status_and_body(o: FinalOutcome) -> (ResultStatus, Vec<u8>) {
         FinalOutcome::Failed { message } => (ResultStatus::Failed, message.into_bytes()),
         FinalOutcome::DeadlineExceeded => (
             ResultStatus::DeadlineExceeded,
-            b"deadline exceeded before dispatch".to_vec(),
+            b"deadline exceeded before the task was run (queued, or waiting to be retried)"
+                .to_vec(),
         ),
         FinalOutcome::TimedOut { after } => (
             ResultStatus::Failed,

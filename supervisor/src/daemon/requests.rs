@@ -319,6 +319,7 @@ impl Daemon {
                         r.set_policy(k.router);
                         r.set_queue_limit(k.queue_limit);
                         r.set_batch(k.batch);
+                        r.set_decay(k.peak_ewma_decay);
                         self.plane.delivery.set_kind_config(i, *k);
                     }
                 }

@@ -472,6 +472,33 @@ impl KindRouter {
         self.policy_kind = policy;
     }
 
+    /// Changes the Peak-EWMA decay time. A `peak_ewma` or `learned` policy in force starts
+    /// over with it (what it learned is dropped, as on [`set_policy`](Self::set_policy));
+    /// other policies keep running and use it when switched to.
+    pub fn set_decay(&mut self, decay: Duration) {
+        if decay == self.decay {
+            return;
+        }
+        self.decay = decay;
+        if matches!(
+            self.policy_kind,
+            RouterPolicy::PeakEwma | RouterPolicy::Learned
+        ) {
+            self.generation += 1;
+            self.policy = make_router(
+                self.policy_kind,
+                derive_seed(self.seed, self.generation),
+                decay,
+            );
+        }
+    }
+
+    /// The Peak-EWMA decay time in force.
+    #[must_use]
+    pub const fn decay(&self) -> Duration {
+        self.decay
+    }
+
     /// Replaces the policy with a custom [`Router`] (same guarantees as
     /// [`set_policy`](Self::set_policy); `policy` is what [`policy`](Self::policy) reports).
     pub fn set_router(&mut self, policy: RouterPolicy, router: Box<dyn Router>) {

@@ -16,6 +16,17 @@ fn bad_toml_syntax() {
 }
 
 #[test]
+fn zero_peak_ewma_decay() {
+    let e = fail(
+        "[workers.a]\ncommand = \"amp-echo\"\nkinds = [\"k\"]\n[kinds.k]\npeak_ewma_decay = \"0s\"\n",
+    );
+    assert_eq!(
+        lines(&e),
+        ["amp.toml:5:19: kinds.k.peak_ewma_decay: must be longer than zero, e.g. \"500ms\" or \"5s\""]
+    );
+}
+
+#[test]
 fn unknown_key() {
     let e = fail("[workers.a]\ncommand = \"amp-echo\"\n  replica = 2\n");
     assert!(matches!(e, ConfigError::Schema(_)), "{e:?}");

@@ -299,6 +299,7 @@ timeout = "1.5s"
 on_timeout = "kill-and-requeue"
 max_attempts = 5
 batch = 4
+peak_ewma_decay = "2s"
 [[class]]
 name = "realtime"
 weight = 20
@@ -369,6 +370,7 @@ name = "bulk"
             on_timeout: OnTimeout::KillAndRequeue,
             max_attempts: 5,
             batch: 4,
+            peak_ewma_decay: Duration::from_secs(2),
         }
     );
     assert_eq!(

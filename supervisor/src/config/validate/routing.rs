@@ -66,6 +66,11 @@ impl Checker<'_> {
                 .timeout
                 .as_ref()
                 .map(|t| self.nonzero(Some(t), &f("timeout"), Duration::ZERO));
+            let peak_ewma_decay = self.nonzero(
+                kind.peak_ewma_decay.as_ref(),
+                &f("peak_ewma_decay"),
+                d.peak_ewma_decay,
+            );
             let config = KindConfig {
                 queue_limit,
                 router: kind.router.unwrap_or(d.router),
@@ -73,6 +78,7 @@ impl Checker<'_> {
                 on_timeout: kind.on_timeout.unwrap_or(d.on_timeout),
                 max_attempts: u32::try_from(max_attempts).unwrap_or(d.max_attempts),
                 batch: u32::try_from(batch).unwrap_or(d.batch),
+                peak_ewma_decay,
             };
             match out.get_mut(&n) {
                 Some(slot) => {

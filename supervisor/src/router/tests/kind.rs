@@ -349,6 +349,44 @@ fn switching_policy_keeps_queues_and_credits() {
 }
 
 #[test]
+fn changing_the_decay_restarts_peak_ewma_and_keeps_queues_and_credits() {
+    let mut r = router(RouterPolicy::PeakEwma, 100, 32);
+    let (_, b) = ids(&r);
+    let now = t0();
+    r.worker_added(0, 2).unwrap();
+    for id in 0..4 {
+        r.submit(id, b).unwrap();
+    }
+    let d = r.next_dispatch(now).unwrap();
+    r.completed(d.unit, 5 * MS, true, now).unwrap();
+    let _flying = r.next_dispatch(now).unwrap();
+    assert_eq!(r.describe(now)["router"]["decay_ms"], 10_000.0);
+    assert_eq!(r.describe(now)["router"]["units"][0]["samples"], 1);
+    r.set_decay(Duration::from_secs(10));
+    assert_eq!(
+        r.describe(now)["router"]["units"][0]["samples"],
+        1,
+        "same decay: estimates kept"
+    );
+    r.set_decay(Duration::from_secs(2));
+    assert_eq!(r.decay(), Duration::from_secs(2));
+    let desc = r.describe(now);
+    assert_eq!(desc["router"]["decay_ms"], 2_000.0);
+    assert_eq!(
+        desc["router"]["units"],
+        serde_json::json!([]),
+        "estimates dropped: {desc}"
+    );
+    assert_eq!((r.queued(), r.in_flight()), (2, 1));
+    // Another policy keeps running; it gets the decay when switched to peak_ewma.
+    r.set_policy(RouterPolicy::RoundRobin);
+    r.set_decay(Duration::from_secs(3));
+    assert_eq!(r.describe(now)["router"]["policy"], "round_robin");
+    r.set_policy(RouterPolicy::PeakEwma);
+    assert_eq!(r.describe(now)["router"]["decay_ms"], 3_000.0);
+}
+
+#[test]
 fn bad_classes_are_an_error() {
     let err = KindRouter::new(&KindConfig::default(), &[], 1, DEFAULT_DECAY).unwrap_err();
     assert_eq!(err, ClassesError::Empty);
