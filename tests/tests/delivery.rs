@@ -1115,3 +1115,58 @@ fn completions_left_on_a_dead_worker_ring_are_all_read() {
     drop(c);
     let _ = d.shutdown(T);
 }
+
+/// Graceful shutdown, end to end: intake stops (a submission after the request is refused),
+/// the task running when it was asked finishes and is delivered, and the queued tasks that never
+/// ran are each answered once as cancelled by the shutdown and counted in ampd's log — nothing is
+/// dropped silently.
+#[test]
+fn graceful_shutdown_finishes_in_flight_work_and_answers_the_rest() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.sleep]
+command = "amp-sleep"
+kinds = ["sleep"]
+concurrency = 1
+stop_timeout = "10s"
+"#,
+    );
+    d.wait_ready(&["sleep"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let running = c.submit("sleep", b"600 running").unwrap();
+    d.wait_for("the first task running", T, |s| {
+        amp_tests::queue(s, "sleep").in_flight == 1
+    });
+    let queued: Vec<Ticket> = (0..3)
+        .map(|i| c.submit("sleep", format!("600 q{i}").as_bytes()).unwrap())
+        .collect();
+    d.wait_for("three tasks queued", T, |s| s.tasks.queued == 3);
+    ok(&d, serde_json::json!({"cmd": "shutdown"}));
+    let late = c.submit("sleep", b"1 late").unwrap();
+    let results = collect(&mut c, &d, 5, T);
+    let by_ticket: HashMap<Ticket, &TaskResult> = results.iter().map(|r| (r.ticket, r)).collect();
+    assert_eq!(by_ticket.len(), 5, "a ticket answered twice: {results:?}");
+    let r = by_ticket[&late];
+    assert_eq!(r.status, ResultStatus::Rejected, "{r:?}");
+    assert!(r.text().contains("shutting down"), "{}", r.text());
+    let r = by_ticket[&running];
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (ResultStatus::Ok, "600 running")
+    );
+    for t in &queued {
+        let r = by_ticket[t];
+        assert_eq!(r.status, ResultStatus::Failed, "{r:?}");
+        assert_eq!(r.text(), "cancelled: ampd shut down before the task ran");
+    }
+    let status = d.wait_exit(T);
+    assert!(status.success(), "{status:?}");
+    let log = d.log_text();
+    let report = log
+        .lines()
+        .find(|l| l.contains("tasks not done at shutdown"))
+        .unwrap_or_else(|| panic!("no report of unfinished tasks:\n{log}"));
+    assert!(report.contains("count=3"), "{report}");
+    assert!(d.shm_leftovers().is_empty(), "{:?}", d.shm_leftovers());
+}
