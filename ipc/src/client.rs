@@ -189,6 +189,23 @@ impl TaskResult {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// Decodes a successful result's body as `R` (bincode; the typed side of
+    /// [`Client::push_typed`], as [`Client::call`] does for one task).
+    ///
+    /// # Errors
+    /// [`ClientError::TaskFailed`] when the task did not succeed; [`ClientError::Codec`] when
+    /// the body is not an `R`.
+    pub fn decode<R: DeserializeOwned>(&self) -> Result<R, ClientError> {
+        if self.status != ResultStatus::Ok {
+            return Err(ClientError::TaskFailed {
+                task_id: self.task_id,
+                status: self.status,
+                message: self.text(),
+            });
+        }
+        Ok(Bincode::decode(&self.body)?)
+    }
+
     /// The per-item outcomes of a chunk's result ([`Client::push_chunk`]), in item order.
     ///
     /// # Errors
@@ -842,7 +859,23 @@ impl Client {
         }
     }
 
-    /// Typed round trip: encodes `input` with bincode, submits, waits, decodes the result.
+    /// Queues a typed submission without publishing it (encoded with bincode; call
+    /// [`flush`](Self::flush)): the batch, non-blocking form of [`call`](Self::call). Decode
+    /// each result with [`TaskResult::decode`].
+    ///
+    /// # Errors
+    /// [`ClientError::Codec`] when `input` does not encode; as [`push`](Self::push) otherwise.
+    pub fn push_typed<T: Serialize>(
+        &mut self,
+        opts: &Submit<'_>,
+        input: &T,
+    ) -> Result<Ticket, ClientError> {
+        let bytes = Bincode::encode(input)?;
+        self.push(opts, &bytes)
+    }
+
+    /// Typed round trip: encodes `input` with bincode, submits (waiting for room up to
+    /// `timeout`), waits for the result, decodes it.
     ///
     /// # Errors
     /// Submission and wait errors; [`ClientError::TaskFailed`] if the task did not succeed;
@@ -862,15 +895,7 @@ impl Client {
             &bytes,
             timeout,
         )?;
-        let r = self.wait_for(t, timeout)?;
-        if r.status != ResultStatus::Ok {
-            return Err(ClientError::TaskFailed {
-                task_id: r.task_id,
-                status: r.status,
-                message: r.text(),
-            });
-        }
-        Ok(Bincode::decode(&r.body)?)
+        self.wait_for(t, timeout)?.decode()
     }
 }
 
