@@ -288,10 +288,13 @@ impl Delivery {
             return;
         }
         if !self.budget.withdraw(now) {
+            // Retrying now would feed an outage; the task waits in the dead-letter queue, from
+            // where `ampctl dlq retry` sends it again once things are better.
             self.stats.bump(kind, |c| c.budget_exhausted += 1);
-            let message =
-                format!("retry budget exhausted, not retried after attempt {tries}: {message}");
-            self.finish(key, FinalOutcome::Failed { message }, out);
+            let reason = format!(
+                "retry budget exhausted (too many retries across ampd), not retried after attempt {tries}; last error: {message}"
+            );
+            self.dead_letter(now, key, reason, false, out);
             return;
         }
         self.tasks[key].attempt += 1;

@@ -37,7 +37,7 @@
 //!   kind's `max_attempts` attempts (reason carries the last error); otherwise retried after a
 //!   full-jitter delay uniform in `[0, min(retry_cap, retry_base · 2^(attempts - 1))]`
 //!   ([`retry_delay`]), paid for with one token of the [`RetryBudget`]; with the budget empty
-//!   the task fails ([`FinalOutcome::Failed`], `budget_exhausted`).
+//!   the task is dead-lettered instead (`budget_exhausted`; `dlq retry` sends it again later).
 //! - **Lost workers** ([`Delivery::worker_lost`]): tasks in flight go to the **head** of their
 //!   queue (they did nothing wrong and already waited their turn); a task in flight on
 //!   [`DeliveryOptions::poison_deaths`] worker deaths is dead-lettered as poison instead.

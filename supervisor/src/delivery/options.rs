@@ -56,7 +56,8 @@ impl Default for DeliveryOptions {
 /// (so a quiet system can still retry); the balance never exceeds `capacity` (which also bounds
 /// how far back "recent" reaches: about `capacity / ratio` submissions). The bucket starts full.
 /// Each retry of a retryable error withdraws one token; with less than one token left the task
-/// fails instead ([`super::FinalOutcome::Failed`], counted as `budget_exhausted`).
+/// is dead-lettered instead ([`super::FinalOutcome::DeadLettered`], counted as
+/// `budget_exhausted`), to be sent again with `dlq retry` once the outage is over.
 /// Requeues after a lost worker, loopbacks and dead-letter re-runs do not use the budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryBudget {

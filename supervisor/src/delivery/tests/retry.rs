@@ -177,7 +177,7 @@ fn max_attempts_one_never_retries() {
 }
 
 #[test]
-fn an_empty_budget_fails_the_task_instead_of_retrying() {
+fn an_empty_budget_dead_letters_the_task_instead_of_retrying() {
     let mut o = opts();
     o.budget = RetryBudget {
         ratio: 0.0,
@@ -200,13 +200,31 @@ fn an_empty_budget_fails_the_task_instead_of_retrying() {
         [DeliveryAction::ScheduleRetry { .. }]
     ));
     let (id, who) = ids[2];
-    let message = "retry budget exhausted, not retried after attempt 1: overloaded".to_owned();
+    let reason = "retry budget exhausted (too many retries across ampd), not retried after attempt 1; last error: overloaded".to_owned();
     assert_eq!(
         outs[2],
-        [deliver(who, id, FinalOutcome::Failed { message })]
+        [
+            DeliveryAction::DeadLetter {
+                id,
+                reason: reason.clone()
+            },
+            deliver(who, id, FinalOutcome::DeadLettered { reason })
+        ]
     );
     let s = h.d.stats().total;
-    assert_eq!((s.retried, s.budget_exhausted, s.failed), (2, 1, 1));
+    assert_eq!(
+        (s.retried, s.budget_exhausted, s.dead_lettered, s.failed),
+        (2, 1, 1, 0)
+    );
+    // It waits in the dead-letter queue, from where it can be sent again.
+    let dlq = h.d.dlq_list();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].id, id);
+    assert!(
+        dlq[0].reason.contains("retry budget exhausted"),
+        "{:?}",
+        dlq[0]
+    );
 }
 
 /// Submits, dispatches and fails one task with a retryable error; whether it was retried.
@@ -215,8 +233,8 @@ fn fail_once(h: &mut H) -> bool {
     let a = h.dispatch(id, 0);
     match h.complete(0, id, a, retryable("x"))[..] {
         [DeliveryAction::ScheduleRetry { .. }] => true,
-        [DeliveryAction::Deliver {
-            outcome: FinalOutcome::Failed { .. },
+        [DeliveryAction::DeadLetter { .. }, DeliveryAction::Deliver {
+            outcome: FinalOutcome::DeadLettered { .. },
             ..
         }] => false,
         ref other => panic!("unexpected {other:?}"),
