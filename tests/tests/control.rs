@@ -1476,7 +1476,7 @@ ipc = false
     assert_eq!(
         blocks[2],
         [format!(
-            "tasks: 0 queued, 0 in flight, 0 waiting retry, 0 dead-lettered, {n} done (0 retries, 0 late duplicates dropped)"
+            "tasks: 0 queued, 0 in flight, 0 waiting retry, 0 dead-lettered, {n} done (0 retries, 0 requeued from lost workers, 0 late duplicates dropped)"
         )
         .as_str()],
         "{out}"

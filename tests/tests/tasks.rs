@@ -228,7 +228,21 @@ max_attempts = 10
     );
     assert_eq!(ok + dead, n);
     assert!(kills >= 3, "the storm killed only {kills} workers");
-    eprintln!("kill storm: {n} tasks, {kills} kills, {ok} ok, {dead} dead-lettered");
+    // The storm hit work in flight: tasks were taken back from killed workers and run again.
+    let census = d.status().tasks;
+    assert!(
+        census.requeued_lost > 0,
+        "no task was in flight on a killed worker: {census:?}"
+    );
+    assert_eq!(
+        census.done + census.dead_lettered,
+        u64::from(n),
+        "{census:?}"
+    );
+    eprintln!(
+        "kill storm: {n} tasks, {kills} kills, {ok} ok, {dead} dead-lettered, {} requeued, {} late duplicates dropped",
+        census.requeued_lost, census.late_dropped
+    );
     drop(c);
     let _ = d.shutdown(T);
 }

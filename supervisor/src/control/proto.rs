@@ -269,6 +269,10 @@ pub struct TaskCensus {
     pub retried: u64,
     /// Late or duplicate completions dropped.
     pub late_dropped: u64,
+    /// Tasks put back at the head of their queue because the worker running them was lost
+    /// (exited, killed, heartbeat timeout); each counts once per loss.
+    #[serde(default)]
+    pub requeued_lost: u64,
 }
 
 /// One lifecycle event.

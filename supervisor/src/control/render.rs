@@ -65,8 +65,8 @@ pub fn status_table(s: &StatusData) -> String {
         let t = &s.tasks;
         let _ = writeln!(
             out,
-            "\ntasks: {} queued, {} in flight, {} waiting retry, {} dead-lettered, {} done ({} retries, {} late duplicates dropped)",
-            t.queued, t.in_flight, t.waiting_retry, t.dead_lettered, t.done, t.retried, t.late_dropped
+            "\ntasks: {} queued, {} in flight, {} waiting retry, {} dead-lettered, {} done ({} retries, {} requeued from lost workers, {} late duplicates dropped)",
+            t.queued, t.in_flight, t.waiting_retry, t.dead_lettered, t.done, t.retried, t.requeued_lost, t.late_dropped
         );
     }
     out

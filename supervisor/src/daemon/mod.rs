@@ -1131,6 +1131,7 @@ impl Daemon {
             done: c.done,
             retried: totals.retried,
             late_dropped: totals.late_dropped,
+            requeued_lost: totals.requeued_lost,
         };
         StatusData {
             pid: std::process::id(),
