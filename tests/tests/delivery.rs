@@ -1170,3 +1170,61 @@ stop_timeout = "10s"
     assert!(report.contains("count=3"), "{report}");
     assert!(d.shm_leftovers().is_empty(), "{:?}", d.shm_leftovers());
 }
+
+/// A worker that stops answering (SIGSTOP: no heartbeat, no completions) with tasks in flight:
+/// after `heartbeat_timeout` ampd gives up on it, kills it, and its tasks go to the other
+/// replica; every task is delivered once, Ok, and the loss is counted.
+#[test]
+fn a_hung_worker_loses_its_tasks_to_another_after_the_heartbeat_timeout() {
+    use nix::sys::signal::{kill, Signal};
+    const N: usize = 8;
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.sleep]
+command = "amp-sleep"
+kinds = ["sleep"]
+replicas = 2
+concurrency = 4
+heartbeat_interval = "50ms"
+heartbeat_timeout = "400ms"
+stop_timeout = "200ms"
+"#,
+    );
+    d.wait_ready(&["sleep#0", "sleep#1"], T);
+    let victim = worker(&d.status(), "sleep#0").unwrap().pid.unwrap();
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let tickets: Vec<Ticket> = (0..N)
+        .map(|i| c.submit("sleep", format!("300 {i}").as_bytes()).unwrap())
+        .collect();
+    d.wait_for("tasks in flight on both replicas", T, |s| {
+        amp_tests::queue(s, "sleep").in_flight == N as u64
+    });
+    kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGSTOP).unwrap();
+    let results = collect(&mut c, &d, N, T);
+    let mut seen = HashSet::new();
+    for r in &results {
+        assert_eq!(r.status, ResultStatus::Ok, "{r:?}");
+        assert!(seen.insert(r.ticket), "ticket {} answered twice", r.ticket);
+    }
+    assert_eq!(seen, tickets.iter().copied().collect());
+    let s = d.status();
+    assert!(s.tasks.requeued_lost > 0, "{:?}", s.tasks);
+    assert!(
+        s.events
+            .iter()
+            .any(|e| e.unit == "sleep#0" && e.detail.to_lowercase().contains("heartbeat")),
+        "no heartbeat event for sleep#0: {:?}",
+        s.events
+    );
+    // The hung process was killed; a fresh one replaces it.
+    let end = Instant::now() + T;
+    while amp_tests::alive(victim) && proc_state(victim) != Some('Z') {
+        assert!(
+            Instant::now() < end,
+            "the hung worker {victim} was not killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = d.shutdown(T);
+}
