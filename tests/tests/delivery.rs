@@ -1228,3 +1228,111 @@ stop_timeout = "200ms"
     }
     let _ = d.shutdown(T);
 }
+
+/// The ampctl paths scripts use, through the binary: `submit --payload-file` (binary-safe) with
+/// `--priority`, an unknown priority, `route set` then `route get`, and `dlq retry` re-running a
+/// dead-lettered task until it succeeds (the DLQ table's columns line up).
+#[test]
+fn ampctl_payload_file_priority_route_set_and_dlq_retry() {
+    let mut d = Ampd::start(
+        "",
+        r#"
+[workers.sleep]
+command = "amp-sleep"
+kinds = ["sleep"]
+[kinds.sleep]
+max_attempts = 1
+"#,
+    );
+    d.wait_ready(&["sleep"], T);
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let file = d.scratch.path.join("payload.bin");
+    std::fs::write(&file, b"5 from-a-file").unwrap();
+    let out = ampctl(
+        &d,
+        &[
+            "--json",
+            "submit",
+            "--kind",
+            "sleep",
+            "--priority",
+            "interactive",
+            "--payload-file",
+            file.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["status"], "ok", "{v}");
+    assert_eq!(v["data"]["result"], "5 from-a-file", "{v}");
+
+    let out = ampctl(
+        &d,
+        &[
+            "submit",
+            "--kind",
+            "sleep",
+            "--priority",
+            "urgent",
+            "--json",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"urgent\"") && err.contains("interactive, batch"),
+        "{err}"
+    );
+
+    let out = ampctl(&d, &["--json", "route", "set", "sleep", "peak_ewma"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&v["data"]["was"], &v["data"]["policy"]),
+        (&"least_loaded".into(), &"peak_ewma".into()),
+        "{v}"
+    );
+    let out = ampctl(&d, &["--json", "route", "get", "sleep"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["sleep"]["router"]["policy"], "peak_ewma", "{v}");
+    let out = ampctl(&d, &["route", "set", "sleep", "random"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // `fail1` fails the first attempt (retryable); with max_attempts = 1 it is dead-lettered,
+    // and a DLQ retry (attempt 2) succeeds.
+    std::fs::write(&file, b"5 fail1").unwrap();
+    let out = ampctl(
+        &d,
+        &[
+            "submit",
+            "--kind",
+            "sleep",
+            "--payload-file",
+            file.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("dead_lettered"), "{out:?}");
+    let list = stdout(&ampctl(&d, &["dlq", "list"]));
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert_eq!(
+        rows[0].find("KIND"),
+        rows[1].find("sleep"),
+        "columns do not line up:\n{list}"
+    );
+    let id = rows[1].split_whitespace().next().unwrap().to_owned();
+    let done_before = d.status().tasks.done;
+    let out = ampctl(&d, &["--json", "dlq", "retry", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["requeued"], 1, "{v}");
+    d.wait_for("the re-run to succeed", T, |s| {
+        s.tasks.done == done_before + 1 && s.tasks.dead_lettered == 0
+    });
+    assert!(dlq(&d).is_empty());
+    let _ = d.shutdown(T);
+}

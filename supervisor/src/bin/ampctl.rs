@@ -448,11 +448,12 @@ fn print_response(cli: &Cli, resp: &Response) -> ExitCode {
                     .unwrap_or_default();
                 println!("{:>8}  {:<12} {:>8}  REASON", "TASK", "KIND", "ATTEMPTS");
                 for e in entries {
+                    // Values as strings: `serde_json::Value`'s Display ignores the width.
                     println!(
                         "{:>8}  {:<12} {:>8}  {}",
-                        e["id"],
+                        e["id"].to_string(),
                         e["kind"].as_str().unwrap_or("?"),
-                        e["attempts"],
+                        e["attempts"].to_string(),
                         e["reason"].as_str().unwrap_or("")
                     );
                 }
