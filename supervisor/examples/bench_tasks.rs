@@ -292,6 +292,7 @@ fn run(args: &Args) -> Result<()> {
     } else if args.mp_script.is_none() {
         println!("note: no --mp-script given: the multiprocessing.Pool baseline was skipped");
     }
+    println!("{}", report.summary_note());
     println!("{}", report.summary());
     Ok(())
 }
@@ -1381,21 +1382,34 @@ impl Report {
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
-    /// The last line: `tasks_per_s` is amp's plain tasks (one worker); `vs_mp_pool` is the
-    /// lowest amp ÷ Pool ratio over the chunksizes measured, both chunking alike (amp's plain
-    /// tasks against chunksize 1), and that chunksize closes the line.
-    fn summary(&self) -> String {
-        let tps = self.amp1.rates.median().unwrap_or(0.0);
-        let (vs, chunk) = match self
-            .vs_pool()
+    /// The line before the last: which chunksize gave the summary's `vs_mp_pool`.
+    fn summary_note(&self) -> String {
+        match self.lowest_vs_pool() {
+            Some((c, _)) => format!(
+                "vs_mp_pool is the lowest amp / Pool ratio, chunked alike: at mp_pool_chunksize={c}"
+            ),
+            None => "vs_mp_pool: no Pool rate measured".to_owned(),
+        }
+    }
+
+    /// The lowest amp ÷ Pool ratio over the chunksizes measured: (chunksize, ratio).
+    fn lowest_vs_pool(&self) -> Option<(u64, f64)> {
+        self.vs_pool()
             .into_iter()
             .min_by(|a, b| a.1.total_cmp(&b.1))
-        {
-            Some((c, r)) => (format!("{r:.2}"), c.to_string()),
-            None => ("n/a".into(), "n/a".into()),
-        };
+    }
+
+    /// The last line, in the format: `tasks_per_s` is amp's plain tasks (one worker);
+    /// `vs_mp_pool` is the lowest amp ÷ Pool ratio over the chunksizes measured, both chunking
+    /// alike (amp's plain tasks against chunksize 1); [`summary_note`](Self::summary_note)
+    /// names that chunksize.
+    fn summary(&self) -> String {
+        let tps = self.amp1.rates.median().unwrap_or(0.0);
+        let vs = self
+            .lowest_vs_pool()
+            .map_or_else(|| "n/a".to_owned(), |(_, r)| format!("{r:.2}"));
         format!(
-            "tasks_per_s={tps:.0} vs_mp_pool={vs}x rtt_p50_us={:.1} rtt_p99_us={:.1} mp_pool_chunksize={chunk}",
+            "tasks_per_s={tps:.0} vs_mp_pool={vs}x rtt_p50_us={:.1} rtt_p99_us={:.1}",
             us(&self.rtt1.client, 0.5),
             us(&self.rtt1.client, 0.99)
         )
