@@ -1336,3 +1336,33 @@ max_attempts = 1
     assert!(dlq(&d).is_empty());
     let _ = d.shutdown(T);
 }
+
+/// `[supervisor] poison_deaths` is honoured: with 1, a task whose worker dies running it is
+/// dead-lettered at the first death instead of being tried again.
+#[test]
+fn poison_deaths_setting_dead_letters_at_the_first_death() {
+    let mut d = Ampd::start(
+        "poison_deaths = 1",
+        r#"
+[workers.flaky]
+command = "amp-flaky"
+kinds = ["flaky"]
+concurrency = 1
+restart = "always"
+backoff = { initial = "10ms", max = "20ms", jitter = 0.0 }
+"#,
+    );
+    d.wait_ready(&["flaky"], T);
+    let mut c = Client::connect(&d.socket).expect("attach");
+    let t = c.submit("flaky", b"crash").unwrap();
+    let r = c.wait_for(t, T).unwrap();
+    assert_eq!(r.status, ResultStatus::DeadLettered, "{}", r.text());
+    assert!(
+        r.text().contains("poison") && r.text().contains("1 worker deaths"),
+        "{}",
+        r.text()
+    );
+    let s = d.wait_for("the restart", T, |s| restarts(s, "flaky") >= 1);
+    assert_eq!(restarts(&s, "flaky"), 1, "{:?}", s.workers);
+    let _ = d.shutdown(T);
+}

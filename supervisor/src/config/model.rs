@@ -75,7 +75,7 @@ pub enum LogFormat {
 }
 
 /// The `[supervisor]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SupervisorConfig {
     /// Control socket path; `None` means [`default_control_socket`].
     pub control_socket: Option<PathBuf>,
@@ -102,6 +102,14 @@ pub struct SupervisorConfig {
     pub retry_backoff: Duration,
     /// Largest retry delay ceiling.
     pub retry_backoff_max: Duration,
+    /// The retry budget: a token bucket every retry of a retryable error draws from, so that
+    /// retries cannot multiply the load during an outage.
+    pub retry_budget: crate::delivery::RetryBudget,
+    /// Worker deaths with a task in flight after which it counts as poison (dead-lettered).
+    pub poison_deaths: u32,
+    /// Seed of ampd's randomness (routing choices, retry jitter, restart jitter); `None`: a
+    /// fresh one per run. A fixed seed makes those choices repeat for the same inputs.
+    pub seed: Option<u64>,
 }
 
 impl Default for SupervisorConfig {
@@ -119,6 +127,9 @@ impl Default for SupervisorConfig {
             control_group: None,
             retry_backoff: crate::delivery::DEFAULT_RETRY_BASE,
             retry_backoff_max: crate::delivery::DEFAULT_RETRY_CAP,
+            retry_budget: crate::delivery::RetryBudget::default(),
+            poison_deaths: crate::delivery::DEFAULT_POISON_DEATHS,
+            seed: None,
         }
     }
 }

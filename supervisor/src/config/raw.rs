@@ -46,6 +46,18 @@ pub(super) struct RawSupervisor {
     pub control_group: Option<Spanned<String>>,
     pub retry_backoff: Option<Spanned<Dur>>,
     pub retry_backoff_max: Option<Spanned<Dur>>,
+    pub retry_budget: Option<Spanned<RawRetryBudget>>,
+    pub poison_deaths: Option<Spanned<u64>>,
+    pub seed: Option<Spanned<u64>>,
+}
+
+/// `retry_budget = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetryBudget {
+    pub ratio: Option<Spanned<f64>>,
+    pub min_per_sec: Option<Spanned<f64>>,
+    pub capacity: Option<Spanned<f64>>,
 }
 
 /// `[workers.NAME]`.

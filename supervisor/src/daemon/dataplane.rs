@@ -157,6 +157,8 @@ impl Plane {
             max_loops: pipeline.max_loops_bound(),
             retry_base: cfg.supervisor.retry_backoff,
             retry_cap: cfg.supervisor.retry_backoff_max,
+            budget: cfg.supervisor.retry_budget,
+            poison_deaths: cfg.supervisor.poison_deaths,
             ..DeliveryOptions::default()
         };
         let delivery = Delivery::new(

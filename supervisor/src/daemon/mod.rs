@@ -174,7 +174,14 @@ impl Daemon {
             startup_failure: cfg.supervisor.on_startup_failure,
             ..Default::default()
         };
-        let seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+        let seed = cfg.supervisor.seed.unwrap_or_else(|| {
+            // A fresh seed per run: the pid and the clock's nanoseconds.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            (u64::from(std::process::id()) << 32 | u64::from(nanos)) ^ 0x9e37_79b9_7f4a_7c15
+        });
+        tracing::debug!(seed, "randomness seeded");
         let life = Supervisor::new(specs, opts, SmallRng::seed_from_u64(seed))?;
         let plane = dataplane::Plane::new(&cfg, seed)?;
         let unit_names: Vec<String> = life.units().map(|u| life.unit_name(u).to_owned()).collect();

@@ -200,3 +200,46 @@ fn retry_backoff_keys() {
     let e = fail(&format!("[supervisor]\nretry_backoff = \"0s\"\n{WORKERS}"));
     assert!(e.to_string().contains("supervisor.retry_backoff"), "{e}");
 }
+
+#[test]
+fn retry_budget_poison_deaths_and_seed_keys() {
+    let c = ok(WORKERS);
+    assert_eq!(
+        c.supervisor.retry_budget,
+        crate::delivery::RetryBudget::default()
+    );
+    assert_eq!(
+        c.supervisor.poison_deaths,
+        crate::delivery::DEFAULT_POISON_DEATHS
+    );
+    assert_eq!(c.supervisor.seed, None);
+    let c = ok(&format!(
+        "[supervisor]\nretry_budget = {{ ratio = 0.5, capacity = 20 }}\npoison_deaths = 5\nseed = 42\n{WORKERS}"
+    ));
+    assert_eq!(
+        c.supervisor.retry_budget,
+        crate::delivery::RetryBudget {
+            ratio: 0.5,
+            capacity: 20.0,
+            ..crate::delivery::RetryBudget::default()
+        }
+    );
+    assert_eq!(
+        (c.supervisor.poison_deaths, c.supervisor.seed),
+        (5, Some(42))
+    );
+    let e = fail(&format!(
+        "[supervisor]\nretry_budget = {{ ratio = -1.0 }}\npoison_deaths = 0\n{WORKERS}"
+    ));
+    assert_eq!(
+        lines(&e),
+        [
+            "amp.toml:2:26: supervisor.retry_budget.ratio: -1 must be a finite number >= 0",
+            "amp.toml:3:17: supervisor.poison_deaths: 0 is outside 1..=100"
+        ]
+    );
+    let e = fail(&format!(
+        "[supervisor]\nretry_budget = {{ rate = 1.0 }}\n{WORKERS}"
+    ));
+    assert!(e.to_string().contains("unknown field `rate`"), "{e}");
+}

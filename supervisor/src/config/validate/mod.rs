@@ -175,6 +175,17 @@ impl Checker<'_> {
         Some(Principal::Name(v.clone()))
     }
 
+    /// An optional number that must be finite and at least 0.
+    fn non_negative(&mut self, v: Option<&Spanned<f64>>, field: &str, default: f64) -> f64 {
+        v.map_or(default, |v| {
+            let x = *v.get_ref();
+            if !x.is_finite() || x < 0.0 {
+                self.error(v.span(), field, format!("{x} must be a finite number >= 0"));
+            }
+            x
+        })
+    }
+
     /// An optional integer that must lie in `range`.
     fn in_range(
         &mut self,

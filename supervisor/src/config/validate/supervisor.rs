@@ -79,6 +79,35 @@ impl Checker<'_> {
             "supervisor.retry_backoff_max",
             out.retry_backoff_max,
         );
+        if let Some(b) = raw.retry_budget.as_ref() {
+            let b = b.get_ref();
+            let d = out.retry_budget;
+            out.retry_budget = crate::delivery::RetryBudget {
+                ratio: self.non_negative(
+                    b.ratio.as_ref(),
+                    "supervisor.retry_budget.ratio",
+                    d.ratio,
+                ),
+                min_per_sec: self.non_negative(
+                    b.min_per_sec.as_ref(),
+                    "supervisor.retry_budget.min_per_sec",
+                    d.min_per_sec,
+                ),
+                capacity: self.non_negative(
+                    b.capacity.as_ref(),
+                    "supervisor.retry_budget.capacity",
+                    d.capacity,
+                ),
+            };
+        }
+        let poison = self.in_range(
+            raw.poison_deaths.as_ref(),
+            "supervisor.poison_deaths".to_owned(),
+            1..=100,
+            out.poison_deaths.into(),
+        );
+        out.poison_deaths = u32::try_from(poison).unwrap_or(out.poison_deaths);
+        out.seed = raw.seed.as_ref().map(|s| *s.get_ref());
         if out.retry_backoff > out.retry_backoff_max {
             match (raw.retry_backoff.as_ref(), raw.retry_backoff_max.as_ref()) {
                 // Only the maximum given: the default first delay follows it down.
