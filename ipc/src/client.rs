@@ -24,6 +24,9 @@
 //! [`Client::submit_blocking`] waits out both until its deadline. The flag is refreshed as ampd
 //! works, so a submission that races past it (one of a batch pushed while the queue filled) is
 //! still refused by ampd: its result is [`ResultStatus::Rejected`] with a message saying so.
+//! Two kinds of submission always go to ampd, which may answer them from a full queue: one
+//! with an idempotency key (it may join a task already accepted), and one of a deterministic
+//! (cached) kind, which ampd never flags.
 
 use std::collections::HashMap;
 use std::io::{IoSliceMut, Write};
@@ -634,7 +637,9 @@ impl Client {
     ) -> Result<Ticket, ClientError> {
         let kind = self.kind_id(opts.kind)?;
         let class = self.class_id(opts.class)?;
-        if kind_flagged_full(self.seg.control(), kind) {
+        // A submission with an idempotency key may join a task already accepted, which ampd
+        // answers whatever the queue holds: it goes to ampd to decide.
+        if opts.idempotency_key.is_none() && kind_flagged_full(self.seg.control(), kind) {
             return Err(ClientError::QueueFull {
                 kind: opts.kind.to_owned(),
             });

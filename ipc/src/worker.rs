@@ -454,6 +454,9 @@ impl Worker {
                     payload: payload.to_vec(),
                 }));
             }
+            // Space first, then the completions whose doorbell wakes ampd: it may be waiting
+            // for room in this ring to dispatch more.
+            self.end.tasks.release();
             self.flush()?;
             // Shutdown: the tasks already in the ring (in flight for ampd) are finished first.
             if self.shutdown_requested() {
@@ -643,6 +646,9 @@ impl Worker {
         loop {
             let done = {
                 let Some(rec) = self.end.tasks.read()? else {
+                    // Space first, then the completions whose doorbell wakes ampd: it may be
+                    // waiting for room in this ring to dispatch more.
+                    self.end.tasks.release();
                     self.flush()?;
                     // Shutdown: the tasks already in the ring are finished first.
                     if self.shutdown_requested() {

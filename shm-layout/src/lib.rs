@@ -261,8 +261,8 @@ pub struct ControlBlock {
     /// Kinds whose queue in `ampd` is at its `queue_limit` (written by `ampd` into an attached
     /// client's segment): kind id `k` below [`QUEUE_FULL_KINDS`] is bit `k % 64` of word
     /// `k / 64`. The client refuses a submission of a flagged kind at once instead of sending
-    /// it to be rejected. A hint, refreshed on every pass of `ampd`'s loop that moved work: a
-    /// submission that races past it is answered `Rejected` as before. Relaxed on both sides:
+    /// it to be rejected. A hint, refreshed on every pass of `ampd`'s loop: a submission that
+    /// races past it is answered `Rejected` as before. Relaxed on both sides:
     /// it orders no other memory. Zero (nothing full) where `ampd` predates the field.
     pub queue_full: [AtomicU64; 4],
     /// Reserved, zero.

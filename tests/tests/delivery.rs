@@ -659,14 +659,15 @@ queue_limit = 3
     d.wait_ready(&["sleep"], T);
     let mut c = Client::connect(&d.socket).expect("attach");
     assert!(!c.queue_full("sleep"));
-    // One running, then three queued, 400 ms each (ampd takes in what it reads before it
-    // dispatches, so the first must be running before the others arrive).
-    let mut tickets = vec![c.submit("sleep", b"400 0").unwrap()];
+    // One running for 1.5 s (the rest of the test happens while it runs), then three queued
+    // (ampd takes in what it reads before it dispatches, so the first must be running before
+    // the others arrive).
+    let mut tickets = vec![c.submit("sleep", b"1500 0").unwrap()];
     d.wait_for("the first task running", T, |s| {
         amp_tests::queue(s, "sleep").in_flight == 1
     });
     for i in 1..4 {
-        tickets.push(c.submit("sleep", format!("400 {i}").as_bytes()).unwrap());
+        tickets.push(c.submit("sleep", format!("10 {i}").as_bytes()).unwrap());
     }
     let end = Instant::now() + T;
     while !c.queue_full("sleep") {
@@ -677,7 +678,7 @@ queue_limit = 3
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let e = c.submit("sleep", b"400 x").unwrap_err();
+    let e = c.submit("sleep", b"10 x").unwrap_err();
     assert!(
         matches!(&e, ClientError::QueueFull { kind } if kind == "sleep") && e.is_full(),
         "{e:?}"
@@ -688,7 +689,7 @@ queue_limit = 3
         ..Submit::default()
     };
     let e = c
-        .submit_blocking(&opts, b"400 y", Duration::from_millis(30))
+        .submit_blocking(&opts, b"10 y", Duration::from_millis(30))
         .unwrap_err();
     assert!(matches!(e, ClientError::QueueFull { .. }), "{e:?}");
     // Room appears when the first task ends and the next leaves the queue.
@@ -1134,7 +1135,8 @@ stop_timeout = "10s"
     );
     d.wait_ready(&["sleep"], T);
     let mut c = Client::connect(&d.socket).expect("attach");
-    let running = c.submit("sleep", b"600 running").unwrap();
+    // Long enough for the rest of the setup to happen while it runs.
+    let running = c.submit("sleep", b"2000 running").unwrap();
     d.wait_for("the first task running", T, |s| {
         amp_tests::queue(s, "sleep").in_flight == 1
     });
@@ -1153,7 +1155,7 @@ stop_timeout = "10s"
     let r = by_ticket[&running];
     assert_eq!(
         (r.status, r.text().as_str()),
-        (ResultStatus::Ok, "600 running")
+        (ResultStatus::Ok, "2000 running")
     );
     for t in &queued {
         let r = by_ticket[t];
@@ -1177,7 +1179,8 @@ stop_timeout = "10s"
 #[test]
 fn a_hung_worker_loses_its_tasks_to_another_after_the_heartbeat_timeout() {
     use nix::sys::signal::{kill, Signal};
-    const N: usize = 8;
+    // Enough 100 ms tasks to keep both windows of 4 full for about half a second.
+    const N: usize = 40;
     let mut d = Ampd::start(
         "",
         r#"
@@ -1195,10 +1198,10 @@ stop_timeout = "200ms"
     let victim = worker(&d.status(), "sleep#0").unwrap().pid.unwrap();
     let mut c = Client::connect(&d.socket).expect("attach");
     let tickets: Vec<Ticket> = (0..N)
-        .map(|i| c.submit("sleep", format!("300 {i}").as_bytes()).unwrap())
+        .map(|i| c.submit("sleep", format!("100 {i}").as_bytes()).unwrap())
         .collect();
     d.wait_for("tasks in flight on both replicas", T, |s| {
-        amp_tests::queue(s, "sleep").in_flight == N as u64
+        amp_tests::queue(s, "sleep").in_flight == 8
     });
     kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGSTOP).unwrap();
     let results = collect(&mut c, &d, N, T);

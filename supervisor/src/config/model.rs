@@ -107,6 +107,8 @@ pub struct SupervisorConfig {
     pub retry_budget: crate::delivery::RetryBudget,
     /// Worker deaths with a task in flight after which it counts as poison (dead-lettered).
     pub poison_deaths: u32,
+    /// Dead-letter entries kept at most (the oldest are dropped beyond it).
+    pub dlq_limit: usize,
     /// Seed of ampd's randomness (routing choices, retry jitter, restart jitter); `None`: a
     /// fresh one per run. A fixed seed makes those choices repeat for the same inputs.
     pub seed: Option<u64>,
@@ -129,6 +131,7 @@ impl Default for SupervisorConfig {
             retry_backoff_max: crate::delivery::DEFAULT_RETRY_CAP,
             retry_budget: crate::delivery::RetryBudget::default(),
             poison_deaths: crate::delivery::DEFAULT_POISON_DEATHS,
+            dlq_limit: crate::delivery::DEFAULT_DLQ_LIMIT,
             seed: None,
         }
     }

@@ -48,6 +48,7 @@ pub(super) struct RawSupervisor {
     pub retry_backoff_max: Option<Spanned<Dur>>,
     pub retry_budget: Option<Spanned<RawRetryBudget>>,
     pub poison_deaths: Option<Spanned<u64>>,
+    pub dlq_limit: Option<Spanned<u64>>,
     pub seed: Option<Spanned<u64>>,
 }
 

@@ -259,7 +259,9 @@ impl ControlServer {
                                 "request line exceeds the {MAX_REQUEST_LINE}-byte limit; closing"
                             )),
                         ));
+                        // Nothing after the refused line is read or carried out.
                         c.closing = true;
+                        c.read_eof = true;
                         break;
                     }
                 }
@@ -406,7 +408,8 @@ impl ControlServer {
         // Re-registering raises an event at once when the socket is readable (EOF included), so
         // it is done only when the interest changes or input was left unread: a half-closed
         // client waiting for a deferred answer would otherwise spin the loop.
-        if interest != c.interest || std::mem::take(&mut c.more_input) {
+        let more_input = std::mem::take(&mut c.more_input);
+        if interest != c.interest || more_input {
             c.interest = interest;
             let _ = registry.reregister(&mut c.stream, Token(CONN_BASE + id), interest);
         }

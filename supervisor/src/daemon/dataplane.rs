@@ -106,6 +106,8 @@ pub struct Plane {
     pub busy: bool,
     /// Kinds flagged full in every client's segment (`ControlBlock::queue_full`), as published.
     full_kinds: [u64; 4],
+    /// The last dispatch pass found a worker's tasks ring full: look again soon.
+    pub ring_full: bool,
     /// Records the loop refused as malformed (per unit), for the log.
     pub malformed: u64,
     /// Intake paused by `ampctl pause`.
@@ -159,6 +161,7 @@ impl Plane {
             retry_cap: cfg.supervisor.retry_backoff_max,
             budget: cfg.supervisor.retry_budget,
             poison_deaths: cfg.supervisor.poison_deaths,
+            dlq_limit: cfg.supervisor.dlq_limit,
             ..DeliveryOptions::default()
         };
         let delivery = Delivery::new(
@@ -202,6 +205,7 @@ impl Plane {
             dirty_units: Vec::new(),
             dirty_clients: Vec::new(),
             full_kinds: [0; 4],
+            ring_full: false,
             busy: false,
             malformed: 0,
             paused: false,
@@ -347,7 +351,9 @@ enum Sent {
     Written,
     /// Not sent, but answered (its deadline had passed).
     Answered,
-    /// Not sent and nothing changed for anyone: stale, or the ring was full (requeued).
+    /// Not written: the worker's tasks ring was full (requeued at the head).
+    RingFull,
+    /// Not sent and nothing changed for anyone: stale.
     Nothing,
 }
 
@@ -384,11 +390,14 @@ impl Daemon {
     }
 
     /// Flags kinds whose queue is at its limit in every client's segment, when that changed:
-    /// a client then refuses such a submission itself (`ClientError::QueueFull`).
+    /// a client then refuses such a submission itself (`ClientError::QueueFull`). Called every
+    /// pass of the loop, and after its timers and a reload.
     pub(super) fn publish_full_kinds(&mut self) {
         let mut full = [0u64; 4];
         for k in 0..self.plane.kind_names.len().min(QUEUE_FULL_KINDS) {
-            if self.plane.delivery.queue_full(k) {
+            // Not a cached (deterministic) kind: a known result or a coalesced run is answered
+            // whatever its queue holds, so such submissions go to ampd to decide.
+            if self.plane.delivery.queue_full(k) && self.plane.caches[k].is_none() {
                 full[k / 64] |= 1 << (k % 64);
             }
         }
@@ -802,6 +811,7 @@ impl Daemon {
 
     fn dispatch_tasks(&mut self, now: Instant) -> bool {
         let mut moved = false;
+        self.plane.ring_full = false;
         for k in 0..self.plane.routers.len() {
             if !self.plane.routers[k].ready() {
                 continue;
@@ -820,8 +830,14 @@ impl Daemon {
                         continue;
                     }
                     // A full tasks ring is not progress: the task went back to the head of its
-                    // queue, and the worker's next completion wakes the loop to try again
-                    // (counting it as progress would spin the loop until the worker drains).
+                    // queue (counting it as progress would spin the loop until the worker
+                    // drains). The worker's next completion wakes the loop, and the loop looks
+                    // again soon anyway (`ring_full`: a worker may free space without a
+                    // completion after it).
+                    Sent::RingFull => {
+                        self.plane.ring_full = true;
+                        continue;
+                    }
                     Sent::Nothing => continue,
                 }
                 match &mut run {
@@ -923,7 +939,7 @@ impl Daemon {
             let _ = self.plane.routers[kind].abandoned(d.unit, now);
             let actions = self.plane.delivery.dispatch_failed(id, d.unit);
             self.carry_out(now, actions);
-            return Sent::Nothing;
+            return Sent::RingFull;
         }
         Sent::Written
     }
@@ -1013,6 +1029,18 @@ impl Daemon {
                     "dead_lettered",
                     format!("task {} {reason}", id.0),
                 );
+            }
+            DeliveryAction::DlqEvicted { id, kind } => {
+                // Logged at 1, 10, 100… evictions: an outage may evict many.
+                let n = self.plane.delivery.stats().total.dlq_evicted;
+                if n > 0 && n == 10u64.pow(n.ilog10()) {
+                    let kname = self.plane.kind_names.get(kind as usize);
+                    tracing::warn!(
+                        task = id.0,
+                        evicted = n,
+                        "dead-letter queue full: dropped its oldest entry (kind {kname:?}); raise [supervisor] dlq_limit to keep more"
+                    );
+                }
             }
             DeliveryAction::Abandoned { id, unit } => {
                 tracing::debug!(task = id.0, unit, "abandoned")

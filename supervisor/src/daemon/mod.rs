@@ -50,6 +50,8 @@ const CLIENT_BASE: usize = 1 << 20;
 const SPIN_WINDOW: Duration = Duration::from_micros(200);
 /// How soon ampd looks again for room in a client's ring while results wait for it.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+/// How soon ampd tries again to dispatch to a worker whose tasks ring was full.
+const RING_FULL_RETRY: Duration = Duration::from_millis(2);
 /// Events kept for `status`.
 const MAX_EVENTS: usize = 1000;
 /// How often plain processes are probed for readiness.
@@ -295,6 +297,11 @@ impl Daemon {
             if self.plane.clients.any_backlog() {
                 deadline = deadline.min(now + BACKLOG_RETRY);
             }
+            // A worker's tasks ring was full: its space comes back without waking ampd when
+            // the worker frees it after its last completion (or holds tasks it took).
+            if self.plane.ring_full {
+                deadline = deadline.min(now + RING_FULL_RETRY);
+            }
             if !self.plane.triggers.file_watches().is_empty() {
                 deadline = deadline.min(now + Duration::from_millis(500));
             }
@@ -345,6 +352,8 @@ impl Daemon {
                 std::thread::yield_now();
             }
             self.timers();
+            // Timers may have queued or dispatched work (restarts, adaptive actions).
+            self.publish_full_kinds();
         }
         self.unfinished_report();
         let report = self.finished.take();

@@ -209,7 +209,7 @@ impl Delivery {
     ///   is dead-lettered with the last error; else a retry after a full-jitter backoff
     ///   ([`super::retry_delay`] with retry number `attempts - 1`) if the retry budget has a
     ///   token ([`DeliveryAction::ScheduleRetry`]; the task comes back from
-    ///   [`Delivery::tick`]), else [`FinalOutcome::Failed`] (`budget_exhausted`). A retry that
+    ///   [`Delivery::tick`]), else it is dead-lettered (`budget_exhausted`). A retry that
     ///   would become due at or after the deadline ends [`FinalOutcome::DeadlineExceeded`] now.
     /// - `Loopback { payload, reason }` → the task goes round again with the new payload (same
     ///   attempt, [`DeliveryAction::Requeue`] at the back) while it has taken fewer than

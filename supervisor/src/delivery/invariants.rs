@@ -14,6 +14,7 @@ pub(super) fn check(d: &Delivery) {
     let mut queued_per_kind = vec![0u64; d.kinds.len()];
     let mut by_unit: BTreeMap<usize, BTreeSet<TaskId>> = BTreeMap::new();
     let mut retries: BTreeSet<(Instant, TaskId)> = BTreeSet::new();
+    let mut dlq: BTreeSet<(Instant, TaskId)> = BTreeSet::new();
     let mut timeouts: BTreeSet<(Instant, TaskId)> = BTreeSet::new();
     let mut awaiting = 0u64;
     let mut with_keys = 0usize;
@@ -79,8 +80,9 @@ pub(super) fn check(d: &Delivery) {
                 census.waiting_retry += 1;
                 retries.insert((*at, t.id));
             }
-            State::DeadLettered { reason, .. } => {
+            State::DeadLettered { reason, at } => {
                 census.dead_lettered += 1;
+                dlq.insert((*at, t.id));
                 assert!(t.answered, "dead-lettered task {} was not answered", t.id);
                 assert!(
                     !reason.is_empty(),
@@ -111,6 +113,11 @@ pub(super) fn check(d: &Delivery) {
     }
     assert_eq!(by_unit, table, "in-flight table does not match task states");
     assert_eq!(retries, d.retries, "retry timers do not match task states");
+    assert_eq!(dlq, d.dlq, "dead-letter order does not match task states");
+    assert!(
+        d.dlq.len() <= d.options.dlq_limit.max(1),
+        "dead-letter queue beyond its limit"
+    );
     assert_eq!(
         timeouts, d.timeouts,
         "run-timeout timers do not match task states"

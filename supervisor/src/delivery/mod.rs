@@ -139,8 +139,8 @@ mod tests;
 
 pub use options::{
     retry_ceiling, retry_delay, DeliveryOptions, DlqError, OptionsError, RetryBudget, SubmitError,
-    DEFAULT_KEY_RETENTION, DEFAULT_MAX_LOOPS, DEFAULT_POISON_DEATHS, DEFAULT_RETRY_BASE,
-    DEFAULT_RETRY_CAP,
+    DEFAULT_DLQ_LIMIT, DEFAULT_KEY_RETENTION, DEFAULT_MAX_LOOPS, DEFAULT_POISON_DEATHS,
+    DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP,
 };
 pub use stats::{Census, Counters, Stats};
 pub use table::Delivery;

@@ -14,6 +14,8 @@ pub const DEFAULT_MAX_LOOPS: u32 = 10;
 pub const DEFAULT_POISON_DEATHS: u32 = 3;
 /// Default [`DeliveryOptions::key_retention`].
 pub const DEFAULT_KEY_RETENTION: usize = 10_000;
+/// Default [`DeliveryOptions::dlq_limit`].
+pub const DEFAULT_DLQ_LIMIT: usize = 100_000;
 
 /// Settings that apply to every kind (per-kind ones come from [`crate::config::KindConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +36,10 @@ pub struct DeliveryOptions {
     /// resubmission of a remembered key is refused with [`SubmitError::AlreadyFinished`], of a
     /// forgotten one creates a new task.
     pub key_retention: usize,
+    /// Dead-letter entries kept at most: beyond it the oldest is dropped
+    /// ([`super::DeliveryAction::DlqEvicted`]; its submitters were answered when it was
+    /// dead-lettered), so an outage cannot grow the queue, payloads included, without bound.
+    pub dlq_limit: usize,
 }
 
 impl Default for DeliveryOptions {
@@ -45,6 +51,7 @@ impl Default for DeliveryOptions {
             max_loops: DEFAULT_MAX_LOOPS,
             poison_deaths: DEFAULT_POISON_DEATHS,
             key_retention: DEFAULT_KEY_RETENTION,
+            dlq_limit: DEFAULT_DLQ_LIMIT,
         }
     }
 }

@@ -9,13 +9,12 @@ pub struct Counters {
     pub joined: u64,
     /// Tasks answered [`super::FinalOutcome::Ok`].
     pub delivered_ok: u64,
-    /// Tasks answered [`super::FinalOutcome::Failed`] (non-retryable error or retry budget
-    /// exhausted).
+    /// Tasks answered [`super::FinalOutcome::Failed`] (a non-retryable error).
     pub failed: u64,
     /// Retries scheduled after a retryable error.
     pub retried: u64,
-    /// Retryable errors that could not be retried because the retry budget was empty (also
-    /// counted in `failed`).
+    /// Retryable errors that could not be retried because the retry budget was empty (the
+    /// task was dead-lettered: also counted in `dead_lettered`).
     pub budget_exhausted: u64,
     /// Tasks moved to the dead-letter queue (including poison).
     pub dead_lettered: u64,
@@ -42,6 +41,8 @@ pub struct Counters {
     pub dlq_retried: u64,
     /// Dead-letter entries purged by an operator.
     pub dlq_purged: u64,
+    /// Dead-letter entries dropped, oldest first, to keep the queue within its limit.
+    pub dlq_evicted: u64,
     /// Dead-letter re-runs that ended ([`super::DeliveryAction::RerunFinished`]).
     pub reruns_finished: u64,
 }

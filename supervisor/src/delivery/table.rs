@@ -155,6 +155,8 @@ pub struct Delivery {
     pub(super) retries: BTreeSet<(Instant, TaskId)>,
     /// Run-timeout timers.
     pub(super) timeouts: BTreeSet<(Instant, TaskId)>,
+    /// The dead-letter queue, oldest first (for [`DeliveryOptions::dlq_limit`]).
+    pub(super) dlq: BTreeSet<(Instant, TaskId)>,
     /// Units a [`DeliveryAction::KillWorker`] was issued for and not yet reported lost.
     pub(super) killing: BTreeSet<usize>,
     /// Idempotency key → task, for tasks in the table and the most recent finished ones.
@@ -231,6 +233,7 @@ impl Delivery {
             index: SeqMap::default(),
             by_unit: rustc_hash::FxHashMap::default(),
             retries: BTreeSet::new(),
+            dlq: BTreeSet::new(),
             timeouts: BTreeSet::new(),
             killing: BTreeSet::new(),
             keys: HashMap::new(),
@@ -285,15 +288,20 @@ impl Delivery {
             .is_some_and(|k| self.queued_per_kind[kind] >= k.queue_limit)
     }
 
-    /// Replaces kind `kind`'s settings (a config reload): the queue limit applies to the next
-    /// submission, the attempts limit and timeout to the next dispatch. Tasks already queued
-    /// beyond a lower limit stay queued. Unknown kinds and `max_attempts` 0 are ignored.
+    /// Replaces kind `kind`'s settings (a config reload) but for its run timeout, which
+    /// [`set_run_timeout`](Self::set_run_timeout) owns (the adaptive controller may have set
+    /// it): the queue limit applies to the next submission, the attempts limit and
+    /// `on_timeout` to the next failure or timeout. Tasks already queued beyond a lower limit
+    /// stay queued. Unknown kinds and `max_attempts` 0 are ignored.
     pub fn set_kind_config(&mut self, kind: usize, config: KindConfig) {
         if config.max_attempts == 0 {
             return;
         }
         if let Some(k) = self.kinds.get_mut(kind) {
-            *k = config;
+            *k = KindConfig {
+                timeout: k.timeout,
+                ..config
+            };
         }
     }
 
@@ -393,7 +401,10 @@ impl Delivery {
                 self.census.waiting_retry += 1;
                 self.retries.insert((*at, t.id));
             }
-            State::DeadLettered { .. } => self.census.dead_lettered += 1,
+            State::DeadLettered { at, .. } => {
+                self.census.dead_lettered += 1;
+                self.dlq.insert((*at, t.id));
+            }
         }
     }
 
@@ -425,7 +436,10 @@ impl Delivery {
                 self.census.waiting_retry -= 1;
                 self.retries.remove(&(*at, t.id));
             }
-            State::DeadLettered { .. } => self.census.dead_lettered -= 1,
+            State::DeadLettered { at, .. } => {
+                self.census.dead_lettered -= 1;
+                self.dlq.remove(&(*at, t.id));
+            }
         }
     }
 
@@ -524,6 +538,21 @@ impl Delivery {
             self.answer(id, (kind, class), (submitter, &joined), outcome, out);
         }
         self.set_state(key, State::DeadLettered { reason, at: now });
+        // Within its limit: the oldest entries go (their submitters were answered).
+        while self.dlq.len() > self.options.dlq_limit.max(1) {
+            let Some((_, old)) = self.dlq.first().copied() else {
+                break;
+            };
+            let Some(k) = self.key_of(old) else {
+                break;
+            };
+            let task = self.remove(k);
+            self.stats.bump(task.kind, |c| c.dlq_evicted += 1);
+            out.push(DeliveryAction::DlqEvicted {
+                id: old,
+                kind: task.kind,
+            });
+        }
     }
 }
 

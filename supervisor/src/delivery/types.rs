@@ -92,8 +92,7 @@ impl Submitted {
 pub enum FinalOutcome {
     /// The worker succeeded; the result bytes.
     Ok(Vec<u8>),
-    /// The worker reported a failure that retrying will not fix, or the retry budget was
-    /// exhausted (the message says which, and carries the worker's message).
+    /// The worker reported a failure that retrying will not fix (its message).
     Failed {
         /// What went wrong.
         message: String,
@@ -243,6 +242,15 @@ pub enum DeliveryAction {
         id: TaskId,
         /// The unit still running it.
         unit: usize,
+    },
+    /// The oldest dead-letter entry was dropped to keep the queue within
+    /// [`super::DeliveryOptions::dlq_limit`] (its submitters were answered when it was
+    /// dead-lettered): log it.
+    DlqEvicted {
+        /// The task.
+        id: TaskId,
+        /// Its kind.
+        kind: u32,
     },
     /// A task re-run from the dead-letter queue ended. Its submitters were answered when it was
     /// dead-lettered, so nobody gets this: log it (and show it to whoever asked for the re-run).

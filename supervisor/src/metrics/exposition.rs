@@ -136,6 +136,7 @@ impl Writer {
 /// | `amp_tasks_dead_lettered_total` | counter | `kind` |
 /// | `amp_task_results_total` | counter | `kind`, `result` = ok, failed, deadline_exceeded, timed_out, loop_limit, cancelled |
 /// | `amp_tasks_late_dropped_total` | counter | `kind` |
+/// | `amp_tasks_dlq_evicted_total` | counter | `kind` |
 /// | `amp_tasks_total` | counter | `kind`, `worker`, `outcome` = ok, error |
 /// | `amp_task_duration_seconds` | histogram | `kind`, `worker` |
 /// | `amp_worker_up` | gauge | `worker` |
@@ -241,7 +242,7 @@ fn kind_families(w: &mut Writer, s: &Snapshot) {
         }
     }
     type Get = fn(&super::snapshot::KindRow) -> u64;
-    let simple: [(&str, &str, &str, Get); 7] = [
+    let simple: [(&str, &str, &str, Get); 8] = [
         (
             "amp_queue_rejected_total",
             "counter",
@@ -283,6 +284,12 @@ fn kind_families(w: &mut Writer, s: &Snapshot) {
             "counter",
             "Completions dropped as late duplicates.",
             |k| k.counters.late_dropped,
+        ),
+        (
+            "amp_tasks_dlq_evicted_total",
+            "counter",
+            "Dead-letter entries dropped, oldest first, to keep the queue within dlq_limit.",
+            |k| k.counters.dlq_evicted,
         ),
     ];
     for (name, kind, help, get) in simple {

@@ -214,7 +214,7 @@ fn retry_budget_poison_deaths_and_seed_keys() {
     );
     assert_eq!(c.supervisor.seed, None);
     let c = ok(&format!(
-        "[supervisor]\nretry_budget = {{ ratio = 0.5, capacity = 20 }}\npoison_deaths = 5\nseed = 42\n{WORKERS}"
+        "[supervisor]\nretry_budget = {{ ratio = 0.5, capacity = 20 }}\npoison_deaths = 5\nseed = 42\ndlq_limit = 10\n{WORKERS}"
     ));
     assert_eq!(
         c.supervisor.retry_budget,
@@ -225,8 +225,12 @@ fn retry_budget_poison_deaths_and_seed_keys() {
         }
     );
     assert_eq!(
-        (c.supervisor.poison_deaths, c.supervisor.seed),
-        (5, Some(42))
+        (
+            c.supervisor.poison_deaths,
+            c.supervisor.seed,
+            c.supervisor.dlq_limit
+        ),
+        (5, Some(42), 10)
     );
     let e = fail(&format!(
         "[supervisor]\nretry_budget = {{ ratio = -1.0 }}\npoison_deaths = 0\n{WORKERS}"

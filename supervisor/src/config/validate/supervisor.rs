@@ -107,6 +107,13 @@ impl Checker<'_> {
             out.poison_deaths.into(),
         );
         out.poison_deaths = u32::try_from(poison).unwrap_or(out.poison_deaths);
+        let dlq_limit = self.in_range(
+            raw.dlq_limit.as_ref(),
+            "supervisor.dlq_limit".to_owned(),
+            1..=100_000_000,
+            out.dlq_limit as u64,
+        );
+        out.dlq_limit = usize::try_from(dlq_limit).unwrap_or(out.dlq_limit);
         out.seed = raw.seed.as_ref().map(|s| *s.get_ref());
         if out.retry_backoff > out.retry_backoff_max {
             match (raw.retry_backoff.as_ref(), raw.retry_backoff_max.as_ref()) {

@@ -194,6 +194,22 @@ fn submit_refuses_bad_input_and_full_queues() {
         },
     );
     assert!(h.d.queue_full(0));
+    // The run timeout is not the reload's to change: set_run_timeout owns it (the adaptive
+    // controller may have set it).
+    let _ =
+        h.d.set_run_timeout(0, Some(std::time::Duration::from_secs(7)));
+    h.d.set_kind_config(
+        0,
+        KindConfig {
+            queue_limit: 2,
+            timeout: Some(std::time::Duration::from_secs(1)),
+            ..raised
+        },
+    );
+    assert_eq!(
+        h.d.kind_run_timeout(0),
+        Some(std::time::Duration::from_secs(7))
+    );
     // A dispatched task no longer counts against the limit.
     h.dispatch(a, 0);
     assert!(!h.d.queue_full(0));
@@ -514,6 +530,62 @@ fn withdraw_forgets_a_fresh_task_as_if_never_submitted() {
     assert!(
         !h.d.withdraw(joined),
         "a joined submitter is owed an answer"
+    );
+    h.d.check_invariants();
+}
+
+#[test]
+fn the_dead_letter_queue_keeps_its_newest_entries_within_its_limit() {
+    let mut o = opts();
+    o.dlq_limit = 2;
+    let mut h = H::new(vec![kind(1)], o);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (id, _) = h.submit(0);
+        let a = h.dispatch(id, 0);
+        let out = h.complete(0, id, a, retryable("down"));
+        ids.push(id);
+        h.now += std::time::Duration::from_millis(1);
+        // The third and fourth dead letters each push the oldest out.
+        let evicted: Vec<TaskId> = out
+            .iter()
+            .filter_map(|a| match a {
+                DeliveryAction::DlqEvicted { id, kind: 0 } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<TaskId> = if ids.len() > 2 {
+            vec![ids[ids.len() - 3]]
+        } else {
+            vec![]
+        };
+        assert_eq!(evicted, want, "{out:?}");
+    }
+    let kept: Vec<TaskId> = h.d.dlq_list().iter().map(|e| e.id).collect();
+    assert_eq!(kept, ids[2..]);
+    let s = h.d.stats().total;
+    assert_eq!((s.dead_lettered, s.dlq_evicted), (4, 2));
+    assert_eq!(h.d.census().dead_lettered, 2);
+    // A retried entry leaves the order; dead-lettered again, it is the newest.
+    let out = h.d.dlq_retry(DlqSelect::One(ids[2])).unwrap();
+    assert_eq!(out.len(), 1);
+    let a = h.dispatch(ids[2], 0);
+    let out = h.complete(0, ids[2], a, retryable("down"));
+    assert!(
+        out.iter()
+            .all(|a| !matches!(a, DeliveryAction::DlqEvicted { .. })),
+        "{out:?}"
+    );
+    h.d.check_invariants();
+    let (id, _) = h.submit(0);
+    let a = h.dispatch(id, 0);
+    let out = h.complete(0, id, a, retryable("down"));
+    assert!(
+        out.contains(&DeliveryAction::DlqEvicted {
+            id: ids[3],
+            kind: 0
+        }),
+        "the oldest is now the fourth: {out:?}"
     );
     h.d.check_invariants();
 }

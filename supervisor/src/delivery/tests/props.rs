@@ -100,6 +100,8 @@ impl Sim {
             max_loops: 2,
             poison_deaths: 3,
             key_retention: 3,
+            // Small, so that runs evict dead letters among everything else.
+            dlq_limit: 4,
         };
         let d = Delivery::new(kinds, 2, options, SmallRng::seed_from_u64(seed)).expect("valid");
         Self {
@@ -140,7 +142,9 @@ impl Sim {
                 DeliveryAction::DeadLetter { reason, .. } => assert!(!reason.is_empty()),
                 DeliveryAction::KillWorker { unit, .. } => kills.push(unit),
                 DeliveryAction::ScheduleRetry { at, .. } => assert!(at >= self.now),
-                DeliveryAction::Abandoned { .. } | DeliveryAction::RerunFinished { .. } => {}
+                DeliveryAction::Abandoned { .. }
+                | DeliveryAction::RerunFinished { .. }
+                | DeliveryAction::DlqEvicted { .. } => {}
             }
         }
         for unit in kills {
