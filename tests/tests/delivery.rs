@@ -996,18 +996,34 @@ fn ampctl_submit_queued_unknown_kind_and_dlq_list() {
     let _ = d.shutdown(T);
 }
 
-/// The state letter of process `pid` (`/proc/<pid>/stat`: R running, S sleeping, T stopped…).
-fn proc_state(pid: u32) -> Option<char> {
+/// The fields of `/proc/<pid>/stat` after the command (the first is the state, field 3 in
+/// man 5 proc); `None` once the process is gone.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
+    Some(
+        stat.rsplit_once(") ")?
+            .1
+            .split(' ')
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// The state letter of process `pid` (R running, S sleeping, T stopped…).
+fn proc_state(pid: u32) -> Option<char> {
+    proc_stat(pid)?.first()?.chars().next()
 }
 
 /// CPU time (user + system) process `pid` has used, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    // After the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    let f = proc_stat(pid).expect("the process is alive");
+    // utime and stime are fields 14 and 15 (man 5 proc), 11 and 12 after the state.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Sends `sig` to process `pid`, which must exist.
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
 
 /// A worker's tasks ring holds fewer tasks than its credit window allows (big payloads, small
@@ -1015,7 +1031,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// retrying the write in a busy loop; once the worker runs again, every task completes once.
 #[test]
 fn a_full_tasks_ring_does_not_spin_ampd() {
-    use nix::sys::signal::{kill, Signal};
+    use nix::sys::signal::Signal;
     const N: usize = 40;
     let mut d = Ampd::start(
         "",
@@ -1029,9 +1045,6 @@ ring = { tasks = "16KiB", completions = "64KiB", max_record = "4KiB" }
     );
     d.wait_ready(&["echo"], T);
     let wpid = worker(&d.status(), "echo").unwrap().pid.unwrap();
-    let signal = |pid: u32, sig| {
-        kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
-    };
     signal(wpid, Signal::SIGSTOP);
     let mut c = Client::connect(&d.socket).expect("attach");
     let payload = vec![b'x'; 2048];
@@ -1069,14 +1082,11 @@ ring = { tasks = "16KiB", completions = "64KiB", max_record = "4KiB" }
 /// while the worker runs them; the worker is killed once it sleeps with its ring empty.)
 #[test]
 fn completions_left_on_a_dead_worker_ring_are_all_read() {
-    use nix::sys::signal::{kill, Signal};
+    use nix::sys::signal::Signal;
     const N: usize = 2000;
     let mut d = Ampd::start("", &flaky(4096, ""));
     d.wait_ready(&["flaky"], T);
     let wpid = worker(&d.status(), "flaky").unwrap().pid.unwrap();
-    let signal = |pid: u32, sig| {
-        kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
-    };
     signal(wpid, Signal::SIGSTOP);
     let mut c = Client::connect(&d.socket).expect("attach");
     let tickets: Vec<Ticket> = (0..N).map(|_| c.submit("flaky", b"ok").unwrap()).collect();
@@ -1178,7 +1188,7 @@ stop_timeout = "10s"
 /// replica; every task is delivered once, Ok, and the loss is counted.
 #[test]
 fn a_hung_worker_loses_its_tasks_to_another_after_the_heartbeat_timeout() {
-    use nix::sys::signal::{kill, Signal};
+    use nix::sys::signal::Signal;
     // Enough 100 ms tasks to keep both windows of 4 full for about half a second.
     const N: usize = 40;
     let mut d = Ampd::start(
@@ -1203,7 +1213,7 @@ stop_timeout = "200ms"
     d.wait_for("tasks in flight on both replicas", T, |s| {
         amp_tests::queue(s, "sleep").in_flight == 8
     });
-    kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGSTOP).unwrap();
+    signal(victim, Signal::SIGSTOP);
     let results = collect(&mut c, &d, N, T);
     let mut seen = HashSet::new();
     for r in &results {

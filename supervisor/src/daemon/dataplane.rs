@@ -351,7 +351,8 @@ enum Sent {
     Written,
     /// Not sent, but answered (its deadline had passed).
     Answered,
-    /// Not written: the worker's tasks ring was full (requeued at the head).
+    /// Not written: the worker's tasks ring was full, or its rings are gone (requeued at the
+    /// head).
     RingFull,
     /// Not sent and nothing changed for anyone: stale.
     Nothing,

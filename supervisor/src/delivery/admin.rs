@@ -110,9 +110,10 @@ impl Delivery {
     #[must_use]
     pub fn dlq_list(&self) -> Vec<DlqEntry> {
         let mut out: Vec<DlqEntry> = self
-            .tasks
+            .dlq
             .iter()
-            .filter_map(|(_, t)| match &t.state {
+            .filter_map(|&(_, id)| self.key_of(id).map(|k| &self.tasks[k]))
+            .filter_map(|t| match &t.state {
                 State::DeadLettered { reason, at } => Some(DlqEntry {
                     id: t.id,
                     kind: t.kind,
@@ -141,10 +142,9 @@ impl Delivery {
             },
             DlqSelect::All => {
                 let mut keys: Vec<(TaskId, usize)> = self
-                    .tasks
+                    .dlq
                     .iter()
-                    .filter(|(_, t)| is_dlq(t))
-                    .map(|(k, t)| (t.id, k))
+                    .filter_map(|&(_, id)| self.key_of(id).map(|k| (id, k)))
                     .collect();
                 keys.sort_unstable();
                 Ok(keys.into_iter().map(|(_, k)| k).collect())
